@@ -1,0 +1,164 @@
+-- ============================================================================
+-- LOCAL-ONLY PLATFORM BOOTSTRAP. Never applied to a Supabase project.
+--
+-- A hosted (or Docker-based) Supabase database already has everything below.
+-- Plain Debian Postgres does not, so the local stack applies this file once,
+-- before `supabase db push` applies supabase/migrations. It keeps the
+-- platform's names and signatures so the migrations run unchanged on both;
+-- the migrations must not depend on anything here that Supabase lacks.
+--
+--   roles      anon, authenticated, service_role (as on Supabase)
+--   auth       auth.users (a minimal stand-in), auth.uid(), auth.jwt(), auth.role()
+--   vault      vault.secrets, vault.create_secret(), vault.update_secret(),
+--              vault.decrypted_secrets  -- NOT encrypted locally
+--   net        net.http_post() with pg_net's signature: it only queues the
+--              request; the stack's sender process (scripts/stack/net_sender.ts)
+--              sends it after the transaction commits, as pg_net's worker does
+--   extensions the `extensions` schema with pgcrypto, as on Supabase
+-- ============================================================================
+
+-- Roles -----------------------------------------------------------------------
+do $$
+begin
+  if not exists (select 1 from pg_roles where rolname = 'anon') then
+    create role anon nologin noinherit;
+  end if;
+  if not exists (select 1 from pg_roles where rolname = 'authenticated') then
+    create role authenticated nologin noinherit;
+  end if;
+  if not exists (select 1 from pg_roles where rolname = 'service_role') then
+    create role service_role nologin noinherit bypassrls;
+  end if;
+end $$;
+grant anon, authenticated, service_role to postgres;
+grant usage on schema public to anon, authenticated, service_role;
+
+create schema if not exists extensions;
+grant usage on schema extensions to anon, authenticated, service_role;
+create extension if not exists pgcrypto with schema extensions;
+
+-- Auth ------------------------------------------------------------------------
+create schema if not exists auth;
+grant usage on schema auth to anon, authenticated, service_role;
+
+-- Minimal stand-in for GoTrue's table: only the columns this project reads.
+create table if not exists auth.users (
+  id uuid primary key default gen_random_uuid(),
+  email text,
+  raw_app_meta_data jsonb not null default '{}'::jsonb,
+  raw_user_meta_data jsonb not null default '{}'::jsonb,
+  created_at timestamptz not null default now()
+);
+
+-- Same bodies as Supabase's: claims come from the request.jwt.claims setting.
+create or replace function auth.uid() returns uuid language sql stable as $$
+  select coalesce(
+    nullif(current_setting('request.jwt.claim.sub', true), ''),
+    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')
+  )::uuid
+$$;
+
+create or replace function auth.role() returns text language sql stable as $$
+  select coalesce(
+    nullif(current_setting('request.jwt.claim.role', true), ''),
+    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role')
+  )::text
+$$;
+
+create or replace function auth.jwt() returns jsonb language sql stable as $$
+  select coalesce(
+    nullif(current_setting('request.jwt.claim', true), ''),
+    nullif(current_setting('request.jwt.claims', true), '')
+  )::jsonb
+$$;
+
+grant execute on function auth.uid(), auth.role(), auth.jwt() to anon, authenticated, service_role;
+
+-- Vault (plain text locally; Supabase encrypts with pgsodium) ------------------
+create schema if not exists vault;
+
+create table if not exists vault.secrets (
+  id uuid primary key default gen_random_uuid(),
+  name text unique,
+  description text not null default '',
+  secret text not null,
+  key_id uuid,
+  nonce bytea,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
+);
+
+create or replace function vault.create_secret(
+  new_secret text, new_name text default null, new_description text default '', new_key_id uuid default null
+) returns uuid language sql as $$
+  insert into vault.secrets (secret, name, description, key_id)
+  values (new_secret, new_name, coalesce(new_description, ''), new_key_id)
+  returning id
+$$;
+
+create or replace function vault.update_secret(
+  secret_id uuid, new_secret text default null, new_name text default null,
+  new_description text default null, new_key_id uuid default null
+) returns void language sql as $$
+  update vault.secrets
+     set secret = coalesce(new_secret, secret), name = coalesce(new_name, name),
+         description = coalesce(new_description, description), key_id = coalesce(new_key_id, key_id),
+         updated_at = now()
+   where id = secret_id
+$$;
+
+create or replace view vault.decrypted_secrets as
+  select id, name, description, secret, secret as decrypted_secret, key_id, nonce, created_at, updated_at
+    from vault.secrets;
+
+revoke all on schema vault from public, anon, authenticated;
+
+-- pg_net -----------------------------------------------------------------------
+create schema if not exists net;
+
+create table if not exists net.http_request_queue (
+  id bigserial primary key,
+  method text not null,
+  url text not null,
+  headers jsonb not null,
+  body bytea,
+  timeout_milliseconds int not null
+);
+
+create unlogged table if not exists net._http_response (
+  id bigint,
+  status_code int,
+  content_type text,
+  headers jsonb,
+  content text,
+  timed_out boolean,
+  error_msg text,
+  created timestamptz not null default now()
+);
+
+-- pg_net's signature. Queues only; NOTIFY is delivered at commit, so the
+-- sender never sees (or sends) a request whose transaction rolled back.
+create or replace function net.http_post(
+  url text,
+  body jsonb default '{}'::jsonb,
+  params jsonb default '{}'::jsonb,
+  headers jsonb default '{"Content-Type": "application/json"}'::jsonb,
+  timeout_milliseconds int default 5000
+) returns bigint language plpgsql security definer set search_path = '' as $$
+declare
+  request_id bigint;
+  full_url text := url;
+begin
+  if params is not null and params <> '{}'::jsonb then
+    full_url := full_url || case when position('?' in url) > 0 then '&' else '?' end ||
+      (select string_agg(key || '=' || value, '&') from jsonb_each_text(params));
+  end if;
+  insert into net.http_request_queue (method, url, headers, body, timeout_milliseconds)
+  values ('POST', full_url, headers, convert_to(body::text, 'UTF8'), timeout_milliseconds)
+  returning id into request_id;
+  perform pg_notify('pg_net_request', request_id::text);
+  return request_id;
+end $$;
+
+grant usage on schema net to postgres, anon, authenticated, service_role;
+grant execute on function net.http_post(text, jsonb, jsonb, jsonb, int) to postgres, service_role;

@@ -1,0 +1,114 @@
+// Test harness: the running stack's env, a superuser DB client, token minting, data reset.
+// `deno task test` starts a fresh stack and passes its env; a bare `deno test` uses the dev stack
+// (`deno task stack start`).
+import postgres from "postgres";
+import { importJWK, SignJWT } from "jose";
+import { createClient, type SupabaseClient } from "@supabase/supabase-js";
+import { readEnvFile, stackDir } from "../scripts/stack/stack.ts";
+
+export const env: Record<string, string> = Deno.env.get("STACK_DIR")
+  ? Deno.env.toObject()
+  : readEnvFile(`${stackDir("dev")}/env`);
+
+/** Superuser connection (the `postgres` role, as in Supabase's SQL editor). Lives for the whole run. */
+export const db = postgres(env.SUPABASE_DB_URL, { max: 10, prepare: false, onnotice: () => {} });
+
+/**
+ * Deno.test for tests that use the shared pool: its sockets outlive any one test, which Deno's
+ * resource sanitizer would otherwise report as a leak.
+ */
+export function test(name: string, fn: (t: Deno.TestContext) => Promise<void> | void) {
+  Deno.test({ name, fn, sanitizeResources: false, sanitizeOps: false });
+}
+
+export const fnUrl = (name: string) => `${env.FUNCTIONS_URL}/${name}`;
+
+/**
+ * Restores every table in `public` to what the migrations left (snapshotted on first use), so each
+ * test starts from the same data whatever the previous one did.
+ */
+export async function resetData(): Promise<void> {
+  await db.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(hashtext('tests.reset_data'))`;
+    const tables = await tx<{ name: string }[]>`
+      select tablename as name from pg_tables where schemaname = 'public' order by tablename`;
+    const [{ exists }] = await tx`select exists (select 1 from pg_namespace where nspname = 'test_snapshot')`;
+    if (!exists) {
+      await tx`create schema test_snapshot`;
+      for (const { name } of tables) {
+        await tx.unsafe(`create table test_snapshot."${name}" as table public."${name}"`);
+      }
+    }
+    await tx.unsafe(`truncate ${tables.map((t) => `public."${t.name}"`).join(", ")} restart identity cascade`);
+    await tx`set local session_replication_role = replica`; // restore in any order: no FK or trigger
+    for (const { name } of tables) {
+      await tx.unsafe(`insert into public."${name}" select * from test_snapshot."${name}"`);
+    }
+    await tx`delete from auth.users`;
+    await tx`delete from net.http_request_queue`;
+    await tx`delete from net._http_response`;
+  });
+}
+
+let signingKey: CryptoKey | Uint8Array | undefined;
+async function signUserToken(claims: Record<string, unknown>, expiresInSeconds: number): Promise<string> {
+  const jwk = JSON.parse(await Deno.readTextFile(env.SIGNING_KEY_PATH));
+  signingKey ??= await importJWK(jwk, "ES256");
+  const now = Math.floor(Date.now() / 1000);
+  return await new SignJWT(claims)
+    .setProtectedHeader({ alg: "ES256", kid: jwk.kid, typ: "JWT" })
+    .setIssuer(`${env.API_URL}/auth/v1`)
+    .setAudience("authenticated")
+    .setIssuedAt(now)
+    .setExpirationTime(now + expiresInSeconds)
+    .sign(signingKey);
+}
+
+export interface TestUser {
+  userId: string;
+  token: string;
+}
+
+/** A user in auth.users with an access token signed by the stack's key, as Supabase Auth issues them. */
+export async function mintUser(opts: { admin?: boolean; expiresInSeconds?: number } = {}): Promise<TestUser> {
+  const userId = crypto.randomUUID();
+  const appMetadata = { provider: "email", ...(opts.admin ? { queue_role: "admin" } : {}) };
+  const email = `${userId.slice(0, 8)}@example.test`;
+  await db`insert into auth.users (id, email, raw_app_meta_data) values (${userId}, ${email}, ${db.json(appMetadata)})`;
+  const token = await signUserToken(
+    { sub: userId, role: "authenticated", email, app_metadata: appMetadata, session_id: crypto.randomUUID() },
+    opts.expiresInSeconds ?? 3600,
+  );
+  return { userId, token };
+}
+
+/** supabase-js on the stack with the publishable key, acting as the given user when a token is given. */
+export function client(token?: string): SupabaseClient {
+  return createClient(env.SUPABASE_URL, env.PUBLISHABLE_KEY, {
+    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+    global: token ? { headers: { Authorization: `Bearer ${token}` } } : {},
+  });
+}
+
+/** Turns the queue's own pg_cron jobs on or off (tests keep them off unless they test cron). */
+export async function setQueueCronActive(active: boolean): Promise<void> {
+  await db`update cron.job set active = ${active} where jobname like 'video-queue%'`;
+}
+
+/**
+ * Resolves once `check` returns a value other than undefined/false; for outcomes another process
+ * produces (pg_cron, the pg_net sender). Fails after `timeoutMs`; never a fixed sleep.
+ */
+export async function eventually<T>(
+  what: string,
+  check: () => Promise<T | undefined | false>,
+  timeoutMs = 10_000,
+): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  while (true) {
+    const value = await check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
