@@ -2,9 +2,9 @@
 // `deno task test` starts a fresh stack and passes its env; a bare `deno test` uses the dev stack
 // (`deno task stack start`).
 import postgres from "postgres";
-import { importJWK, SignJWT } from "jose";
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
 import { readEnvFile, stackDir } from "../scripts/stack/stack.ts";
+import { createUser } from "../scripts/stack/tokens.ts";
 
 export const env: Record<string, string> = Deno.env.get("STACK_DIR")
   ? Deno.env.toObject()
@@ -50,36 +50,11 @@ export async function resetData(): Promise<void> {
   });
 }
 
-let signingKey: CryptoKey | Uint8Array | undefined;
-async function signUserToken(claims: Record<string, unknown>, expiresInSeconds: number): Promise<string> {
-  const jwk = JSON.parse(await Deno.readTextFile(env.SIGNING_KEY_PATH));
-  signingKey ??= await importJWK(jwk, "ES256");
-  const now = Math.floor(Date.now() / 1000);
-  return await new SignJWT(claims)
-    .setProtectedHeader({ alg: "ES256", kid: jwk.kid, typ: "JWT" })
-    .setIssuer(`${env.API_URL}/auth/v1`)
-    .setAudience("authenticated")
-    .setIssuedAt(now)
-    .setExpirationTime(now + expiresInSeconds)
-    .sign(signingKey);
-}
-
-export interface TestUser {
-  userId: string;
-  token: string;
-}
+export type { LocalUser as TestUser } from "../scripts/stack/tokens.ts";
 
 /** A user in auth.users with an access token signed by the stack's key, as Supabase Auth issues them. */
-export async function mintUser(opts: { admin?: boolean; expiresInSeconds?: number } = {}): Promise<TestUser> {
-  const userId = crypto.randomUUID();
-  const appMetadata = { provider: "email", ...(opts.admin ? { queue_role: "admin" } : {}) };
-  const email = `${userId.slice(0, 8)}@example.test`;
-  await db`insert into auth.users (id, email, raw_app_meta_data) values (${userId}, ${email}, ${db.json(appMetadata)})`;
-  const token = await signUserToken(
-    { sub: userId, role: "authenticated", email, app_metadata: appMetadata, session_id: crypto.randomUUID() },
-    opts.expiresInSeconds ?? 3600,
-  );
-  return { userId, token };
+export function mintUser(opts: { admin?: boolean; expiresInSeconds?: number } = {}) {
+  return createUser(env, db, opts);
 }
 
 /** supabase-js on the stack with the publishable key, acting as the given user when a token is given. */

@@ -1,0 +1,37 @@
+// LOCAL-ONLY: mints user access tokens the way Supabase Auth issues them, signed with the stack's key.
+import { importJWK, SignJWT } from "jose";
+import type postgres from "postgres";
+import type { StackEnv } from "./stack.ts";
+
+export interface LocalUser {
+  userId: string;
+  token: string;
+}
+
+/** Creates a user in auth.users and returns an access token for it (`app_metadata.queue_role` for admins). */
+export async function createUser(
+  env: StackEnv,
+  sql: postgres.Sql,
+  opts: { admin?: boolean; expiresInSeconds?: number } = {},
+): Promise<LocalUser> {
+  const userId = crypto.randomUUID();
+  const appMetadata = { provider: "email", ...(opts.admin ? { queue_role: "admin" } : {}) };
+  const email = `${userId.slice(0, 8)}@example.test`;
+  await sql`insert into auth.users (id, email, raw_app_meta_data) values (${userId}, ${email}, ${sql.json(appMetadata)})`;
+  const jwk = JSON.parse(await Deno.readTextFile(env.SIGNING_KEY_PATH));
+  const now = Math.floor(Date.now() / 1000);
+  const token = await new SignJWT({
+    sub: userId,
+    role: "authenticated",
+    email,
+    app_metadata: appMetadata,
+    session_id: crypto.randomUUID(),
+  })
+    .setProtectedHeader({ alg: "ES256", kid: jwk.kid, typ: "JWT" })
+    .setIssuer(`${env.API_URL}/auth/v1`)
+    .setAudience("authenticated")
+    .setIssuedAt(now)
+    .setExpirationTime(now + (opts.expiresInSeconds ?? 3600))
+    .sign(await importJWK(jwk, "ES256"));
+  return { userId, token };
+}
