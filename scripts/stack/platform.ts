@@ -3,6 +3,7 @@
 //     path rewritten to /<name>/... as Supabase's edge runtime does, and the env Supabase injects
 //   - the pg_net sender: sends what net.http_post() queued, after the queuing transaction committed
 //   - /auth/v1/.well-known/jwks.json, as Supabase Auth serves it
+//   - /dashboard/: the static admin dashboard (dashboard/index.html; host it anywhere in production)
 // Usage: deno run -A platform.ts <stack dir> [parent pid: stop the stack when it exits]
 import postgres from "postgres";
 import { PROJECT_ROOT, readEnvFile } from "./stack.ts";
@@ -45,6 +46,10 @@ const server = Deno.serve({
   const url = new URL(req.url);
   if (url.pathname === "/health") return json(200, { ok: true });
   if (url.pathname === "/auth/v1/.well-known/jwks.json") return json(200, JSON.parse(env.SUPABASE_JWKS));
+  if (url.pathname === "/dashboard/" || url.pathname === "/dashboard") {
+    const page = await Deno.readFile(`${PROJECT_ROOT}/dashboard/index.html`);
+    return new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } });
+  }
   const match = url.pathname.match(/^\/functions\/v1\/([^/]+)(\/.*)?$/);
   const handler = match ? await loadHandler(match[1]) : undefined;
   if (!match || !handler) return json(404, { error: { code: "not_found", message: "No such function." } });

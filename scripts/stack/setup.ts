@@ -9,6 +9,7 @@ export const DEBIAN_PACKAGES = [
   "libtap-parser-sourcehandler-pgtap-perl", // pg_prove
   "ffmpeg", // the reference renderer
   "fonts-dejavu-core", // the reference renderer's title cards
+  "chromium", // the dashboard test drives a real headless browser
 ] as const;
 
 async function output(cmd: string, args: string[]): Promise<{ ok: boolean; stdout: string }> {
