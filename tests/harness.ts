@@ -42,7 +42,12 @@ export async function resetData(): Promise<void> {
     await tx.unsafe(`truncate ${tables.map((t) => `public."${t.name}"`).join(", ")} restart identity cascade`);
     await tx`set local session_replication_role = replica`; // restore in any order: no FK or trigger
     for (const { name } of tables) {
-      await tx.unsafe(`insert into public."${name}" select * from test_snapshot."${name}"`);
+      // generated columns are computed again, not copied
+      const [{ cols }] = await tx`select string_agg(quote_ident(attname), ', ' order by attnum) as cols
+        from pg_attribute where attrelid = ${`public."${name}"`}::regclass
+         and attnum > 0 and not attisdropped and attgenerated = ''`;
+      await tx.unsafe(`insert into public."${name}" (${cols}) overriding system value
+                       select ${cols} from test_snapshot."${name}"`);
     }
     await tx`delete from auth.users`;
     await tx`delete from net.http_request_queue`;

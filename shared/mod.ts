@@ -1,0 +1,31 @@
+// queue-utils: the one public entry of the code the Edge Functions share. Implementation files sit beside it.
+export {
+  authenticate,
+  bearerToken,
+  type Caller,
+  requireSecretKey,
+  type ServiceCaller,
+  type UserCaller,
+  verifyUserToken,
+} from "./auth.ts";
+export { backgroundTasksSettled, functionUrl, kickWorker, runInBackground } from "./background.ts";
+export { asCaller, closeDb, db } from "./db.ts";
+export {
+  DISPATCH_TIMEOUT_MS,
+  dispatchBody,
+  type Dispatched,
+  dispatchToRenderer,
+  notifyRenderCancel,
+} from "./dispatch.ts";
+export {
+  errorResponse,
+  HttpError,
+  PermanentRenderError,
+  RetryableRenderError,
+  toHttpError,
+} from "./errors.ts";
+export { corsHeaders, json, MAX_BODY_BYTES, readJson, router, type Routes } from "./http.ts";
+export { log, since } from "./log.ts";
+export { prometheusText, type QueueMetrics } from "./metrics.ts";
+export * from "./queue.ts";
+export * from "./schemas.ts";

@@ -1,0 +1,176 @@
+// The SQL API of docs/ARCHITECTURE.md, one typed call each. SQL owns every queue rule; these only call it.
+import type postgres from "postgres";
+import type { Caller, ServiceCaller } from "./auth.ts";
+import { asCaller } from "./db.ts";
+import type { QueueMetrics } from "./metrics.ts";
+import type { EnqueueRequest } from "./schemas.ts";
+
+/** API.md's Job, as public.job_to_json() builds it. */
+export type Job = {
+  id: string;
+  job_type: string;
+  priority: string;
+  status: "queued" | "processing" | "completed" | "failed" | "cancelled";
+  renderer: string;
+  payload: Record<string, unknown>;
+  queue_position: number | null;
+  estimated_wait_seconds: number | null;
+  progress: number;
+  stage: string | null;
+  retry_count: number;
+  max_retries: number;
+  next_attempt_at: string | null;
+  error_message: string | null;
+  result: Record<string, unknown> | null;
+  created_at: string;
+  started_at: string | null;
+  completed_at: string | null;
+  updated_at: string;
+};
+
+/** API.md's Stats (what get_queue_stats() returns). */
+export type Stats = Record<string, unknown> & {
+  queued: number;
+  processing: number;
+  capacity: { max_concurrent: number; effective: number; peak: boolean; multiplier: number };
+};
+
+/** One job claimed by a worker pass: everything needed to dispatch it. */
+export type Claim = {
+  job_id: string;
+  attempt: number;
+  callback_token: string;
+  job_type: string;
+  renderer: string;
+  payload: Record<string, unknown>;
+  deadline: string;
+  endpoint: { id: string; url: string };
+};
+
+export type RecoveredAttempt = { job_id: string; attempt: number; outcome: "retry_scheduled" | "failed" };
+export type CancelOutcome = { job: Job; cancelled_attempt: { attempt: number; endpoint_url: string } | null };
+
+const SERVICE: ServiceCaller = { kind: "service" };
+
+// Callers' calls -----------------------------------------------------------------------------------------
+
+export function enqueueJob(caller: Caller, req: EnqueueRequest): Promise<{ job: Job; created: boolean }> {
+  return asCaller(caller, (tx) =>
+    tx`select public.enqueue_job(
+         p_job_type => ${req.job_type}, p_payload => ${tx.json(req.payload)},
+         p_idempotency_key => ${req.idempotency_key ?? null}, p_priority => ${req.priority ?? null},
+         p_run_at => ${req.run_at ?? null}::timestamptz, p_renderer => ${req.renderer ?? null}) as result`);
+}
+
+export function cancelJob(caller: Caller, jobId: string, reason?: string): Promise<CancelOutcome> {
+  return asCaller(
+    caller,
+    (tx) => tx`select public.cancel_job(p_job_id => ${jobId}::uuid, p_reason => ${reason ?? null}) as result`,
+  );
+}
+
+export function getJob(caller: Caller, jobId: string): Promise<Job> {
+  return asCaller(caller, (tx) => tx`select public.get_job(p_job_id => ${jobId}::uuid) as result`);
+}
+
+export function listJobs(caller: Caller, status?: string, limit?: number): Promise<Job[]> {
+  return asCaller(
+    caller,
+    (tx) =>
+      tx`select public.list_jobs(p_status => ${status ?? null}, p_limit => ${limit ?? 50}::int) as result`,
+  );
+}
+
+export function getQueueStats(caller: Caller): Promise<Stats> {
+  return asCaller(caller, (tx) => tx`select public.get_queue_stats() as result`);
+}
+
+export function getQueueMetrics(caller: Caller): Promise<QueueMetrics> {
+  return asCaller(caller, (tx) => tx`select public.get_queue_metrics() as result`);
+}
+
+// The seed's queue-utils names, kept as thin reads of what SQL computes.
+
+/** 1-based place among queued jobs, or null when the job is not queued. */
+export async function getQueuePosition(caller: Caller, jobId: string): Promise<number | null> {
+  return (await getJob(caller, jobId)).queue_position;
+}
+
+/** Seconds until the job is expected to start, or null when it is not queued. */
+export async function calculateEstimatedWaitTime(caller: Caller, jobId: string): Promise<number | null> {
+  return (await getJob(caller, jobId)).estimated_wait_seconds;
+}
+
+/** Whether the peak-hour capacity multiplier is in force now. */
+export async function isPeakHour(caller: Caller = SERVICE): Promise<boolean> {
+  return (await getQueueStats(caller)).capacity.peak;
+}
+
+// The worker's calls (service_role) -----------------------------------------------------------------------
+
+export function recoverExpiredAttempts(): Promise<RecoveredAttempt[]> {
+  return asCaller(SERVICE, (tx) => tx`select public.recover_expired_attempts() as result`);
+}
+
+export function claimJobs(workerId: string): Promise<Claim[]> {
+  return asCaller(SERVICE, (tx) => tx`select public.claim_jobs(p_worker_id => ${workerId}) as result`);
+}
+
+export function releaseJob(jobId: string, attempt: number): Promise<Job> {
+  return asCaller(
+    SERVICE,
+    (tx) => tx`select public.release_job(p_job_id => ${jobId}::uuid, p_attempt => ${attempt}::int) as result`,
+  );
+}
+
+export function reportProgress(
+  jobId: string,
+  attempt: number,
+  token: string,
+  stage: string | null,
+  progress: number,
+): Promise<Job> {
+  return asCaller(
+    SERVICE,
+    (tx) =>
+      tx`select public.report_progress(p_job_id => ${jobId}::uuid, p_attempt => ${attempt}::int,
+         p_token => ${token}, p_stage => ${stage}, p_progress => ${progress}::int) as result`,
+  );
+}
+
+export function completeJob(
+  jobId: string,
+  attempt: number,
+  token: string,
+  result: Record<string, unknown>,
+): Promise<Job> {
+  return asCaller(
+    SERVICE,
+    (tx) =>
+      tx`select public.complete_job(p_job_id => ${jobId}::uuid, p_attempt => ${attempt}::int,
+         p_token => ${token}, p_result => ${tx.json(result as postgres.JSONValue)}) as result`,
+  );
+}
+
+export function failJob(
+  jobId: string,
+  attempt: number,
+  token: string,
+  error: string,
+  retryable: boolean,
+): Promise<Job> {
+  return asCaller(
+    SERVICE,
+    (tx) =>
+      tx`select public.fail_job(p_job_id => ${jobId}::uuid, p_attempt => ${attempt}::int,
+         p_token => ${token}, p_error => ${error}, p_retryable => ${retryable}) as result`,
+  );
+}
+
+/** Takes a render endpoint out of rotation for a cool-down after it refused a connection or timed out. */
+export async function markEndpointUnhealthy(endpointId: string): Promise<void> {
+  await asCaller(
+    SERVICE,
+    (tx) => tx`select public.mark_endpoint_unhealthy(p_endpoint_id => ${endpointId}::uuid) as result`,
+  );
+}
