@@ -63,7 +63,7 @@ async function startRendererProcess(name: string, faults: string): Promise<Rende
     args: [
       "run", "-A", "--config", `${PROJECT_ROOT}/deno.json`, `${PROJECT_ROOT}/renderer/main.ts`,
       "--port", "0", "--name", name, "--storage-dir", storageDir, "--clip-seconds", String(CLIP_SECONDS),
-      "--faults", faults,
+      "--faults", faults, "--max-concurrent", "3",
     ],
     stdout: "piped",
     stderr: "inherit",

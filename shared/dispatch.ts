@@ -6,6 +6,8 @@ import { RenderResult } from "./schemas.ts";
 
 /** How long a render service may take to accept (or refuse) a job. */
 export const DISPATCH_TIMEOUT_MS = 10_000;
+/** How long a busy (429) endpoint without Retry-After is skipped. */
+const BUSY_COOLDOWN_SECONDS = 10;
 /** How long the best-effort cancel notice may take. */
 const CANCEL_NOTICE_TIMEOUT_MS = 5_000;
 
@@ -29,7 +31,8 @@ export function dispatchBody(claim: Claim) {
 /**
  * Hands one claimed job to its render endpoint and classifies the answer: 202 and 200 are accepted;
  * any other 4xx throws PermanentRenderError; 5xx, 429, a time-out or a failed connection throw
- * RetryableRenderError (with `endpointDown` when the endpoint itself looks dead).
+ * RetryableRenderError (with `endpointDown` when the endpoint looks dead or busy, and `delivered: false`
+ * when the job surely did not start there: a refused connection or a 429).
  */
 export async function dispatchToRenderer(claim: Claim, timeoutMs = DISPATCH_TIMEOUT_MS): Promise<Dispatched> {
   let res: Response;
@@ -50,6 +53,15 @@ export async function dispatchToRenderer(claim: Claim, timeoutMs = DISPATCH_TIME
   }
   const text = await res.text().catch(() => "");
   if (res.status === 202) return { accepted: "async" };
+  if (res.status === 429) {
+    // Busy: the job did not start there. Not a failed attempt (a busy farm must not use up a user's
+    // retries): release it and skip this endpoint for its Retry-After.
+    throw new RetryableRenderError("render service is busy (429)", {
+      endpointDown: true,
+      delivered: false,
+      cooldownSeconds: retryAfterSeconds(res.headers.get("retry-after")) ?? BUSY_COOLDOWN_SECONDS,
+    });
+  }
   if (res.status === 200) {
     const parsed = RenderResult.safeParse(safeJson(text));
     if (parsed.success) return { accepted: "done", result: parsed.data.result };
@@ -71,6 +83,13 @@ export async function notifyRenderCancel(endpointUrl: string, jobId: string, att
     signal: AbortSignal.timeout(CANCEL_NOTICE_TIMEOUT_MS),
   });
   await res.body?.cancel();
+}
+
+/** Retry-After in seconds (delta-seconds or an HTTP date), capped at 10 minutes; undefined if absent or bad. */
+function retryAfterSeconds(header: string | null): number | undefined {
+  if (!header) return undefined;
+  const seconds = /^\d+$/.test(header.trim()) ? Number(header) : (Date.parse(header) - Date.now()) / 1000;
+  return Number.isFinite(seconds) ? Math.min(600, Math.max(0, Math.ceil(seconds))) : undefined;
 }
 
 function safeJson(text: string): unknown {

@@ -47,10 +47,20 @@ export class RetryableRenderError extends Error {
   readonly endpointDown: boolean;
   /** False when the job surely never reached the service, so it can be released without a retry counted. */
   readonly delivered: boolean;
-  constructor(message: string, { endpointDown = false, delivered = true } = {}) {
+  /** How long to keep the endpoint out of rotation (a 429's Retry-After); undefined = SQL's default. */
+  readonly cooldownSeconds?: number;
+  constructor(
+    message: string,
+    { endpointDown = false, delivered = true, cooldownSeconds }: {
+      endpointDown?: boolean;
+      delivered?: boolean;
+      cooldownSeconds?: number;
+    } = {},
+  ) {
     super(message);
     this.endpointDown = endpointDown;
     this.delivered = delivered;
+    this.cooldownSeconds = cooldownSeconds;
   }
 }
 

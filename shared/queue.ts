@@ -168,9 +168,13 @@ export function failJob(
 }
 
 /** Takes a render endpoint out of rotation for a cool-down after it refused a connection or timed out. */
-export async function markEndpointUnhealthy(endpointId: string): Promise<void> {
+export async function markEndpointUnhealthy(endpointId: string, cooldownSeconds?: number): Promise<void> {
   await asCaller(
     SERVICE,
-    (tx) => tx`select public.mark_endpoint_unhealthy(p_endpoint_id => ${endpointId}::uuid) as result`,
+    (tx) =>
+      cooldownSeconds === undefined
+        ? tx`select public.mark_endpoint_unhealthy(p_endpoint_id => ${endpointId}::uuid) as result`
+        : tx`select public.mark_endpoint_unhealthy(p_endpoint_id => ${endpointId}::uuid,
+                                                    p_cooldown_seconds => ${cooldownSeconds}::int) as result`,
   );
 }

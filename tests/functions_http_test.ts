@@ -797,3 +797,35 @@ test("a dead render endpoint (closed port) is taken out of rotation and its jobs
     await live.close();
   }
 });
+
+test("a busy render service (429) costs no retry: the job is released and goes to a free endpoint", async () => {
+  await setup();
+  const busy = startTestRenderService(() => new Response("busy", { status: 429, headers: { "retry-after": "120" } }));
+  const free = startTestRenderService();
+  try {
+    const busyId = await register(busy.url);
+    const user = await mintUser();
+    const job = await enqueueAs(user.token, doubt("busy farm"));
+    await busy.until("the dispatch to the busy service", () => busy.dispatches.length === 1);
+    const released = await eventually("the job back in the queue", async () => {
+      const state = await jobState(job.id);
+      return state.status === "queued" && state;
+    });
+    assert.equal(released.retry_count, 0, "a busy answer is not a failed attempt");
+    assert.equal(released.error_message, null);
+    const [endpoint] = await db`select extract(epoch from unhealthy_until - now()) as cooldown
+                                  from render_endpoints where id = ${busyId}`;
+    assert.ok(endpoint.cooldown > 100 && endpoint.cooldown <= 120, `skipped for its Retry-After (${endpoint.cooldown} s)`);
+
+    const pass = await workerPass();
+    assert.equal(pass.body.claimed, 0, "no claim while its only endpoint is busy");
+    await register(free.url);
+    await workerPass();
+    const dispatch = await free.until("the dispatch to the free service", () => free.dispatches[0]);
+    assert.equal(dispatch.job_id, job.id);
+    assert.equal(busy.dispatches.length, 1, "the busy service was not asked again during its cool-down");
+  } finally {
+    await busy.close();
+    await free.close();
+  }
+});

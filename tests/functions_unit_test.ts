@@ -566,11 +566,23 @@ Deno.test("dispatch: 202 is async, 200 with a result is done, the body follows t
     );
   }, { SUPABASE_URL: "https://project.example" }));
 
-Deno.test("dispatch: 4xx is permanent; 5xx, 429, a bad 200 are retryable and delivered", async () => {
+Deno.test("dispatch: a 429 is busy, not failed: undelivered, endpoint skipped for its Retry-After", async () => {
+  for (const [retryAfter, cooldown] of [["7", 7], [null, 10], ["soon", 10]] as const) {
+    const headers: Record<string, string> = retryAfter ? { "retry-after": retryAfter } : {};
+    await withRenderService(() => new Response("busy", { status: 429, headers }), async (url) => {
+      await assert.rejects(dispatchToRenderer(claimFor(url)), (e: unknown) => {
+        assert.ok(e instanceof RetryableRenderError);
+        assert.deepEqual([e.delivered, e.endpointDown, e.cooldownSeconds], [false, true, cooldown]);
+        return true;
+      });
+    });
+  }
+});
+
+Deno.test("dispatch: 4xx is permanent; 5xx and a bad 200 are retryable and delivered", async () => {
   const cases: [number, string, typeof PermanentRenderError | typeof RetryableRenderError][] = [
     [400, "{}", PermanentRenderError],
     [422, "unsupported payload", PermanentRenderError],
-    [429, "", RetryableRenderError],
     [500, "", RetryableRenderError],
     [503, "", RetryableRenderError],
     [200, "{}", RetryableRenderError],

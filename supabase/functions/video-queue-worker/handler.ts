@@ -168,9 +168,9 @@ async function release(claim: Claim, workerId: string): Promise<Settled> {
   }, "released");
 }
 
-async function takeOutOfRotation(claim: Claim, workerId: string, err: Error): Promise<void> {
+async function takeOutOfRotation(claim: Claim, workerId: string, err: RetryableRenderError): Promise<void> {
   try {
-    await markEndpointUnhealthy(claim.endpoint.id);
+    await markEndpointUnhealthy(claim.endpoint.id, err.cooldownSeconds);
     log("endpoint_unhealthy", { endpoint_id: claim.endpoint.id, worker_id: workerId, reason: err.message });
   } catch (e) {
     log("endpoint_unhealthy_failed", {
