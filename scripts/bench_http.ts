@@ -14,9 +14,14 @@ const render = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }
   return new Response(JSON.stringify({ accepted: true }), { status: 202 });
 });
 
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
+const pct = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
 const fmt = (label: string, xs: number[]) =>
-  console.log(`${label.padEnd(34)} n=${xs.length}  p50=${pct(xs, 0.5).toFixed(1)} ms  p95=${pct(xs, 0.95).toFixed(1)} ms  max=${Math.max(...xs).toFixed(1)} ms`);
+  console.log(
+    `${label.padEnd(34)} n=${xs.length}  p50=${pct(xs, 0.5).toFixed(1)} ms  p95=${
+      pct(xs, 0.95).toFixed(1)
+    } ms  max=${Math.max(...xs).toFixed(1)} ms`,
+  );
 
 try {
   await resetData();
@@ -45,7 +50,12 @@ try {
     const cb = await fetch(d.callback.url, {
       method: "POST",
       headers: { authorization: `Bearer ${d.callback.token}`, "content-type": "application/json" },
-      body: JSON.stringify({ job_id: job.id, attempt: d.attempt, type: "completed", result: { video_url: "http://x/v.mp4" } }),
+      body: JSON.stringify({
+        job_id: job.id,
+        attempt: d.attempt,
+        type: "completed",
+        result: { video_url: "http://x/v.mp4" },
+      }),
     });
     await cb.body?.cancel();
     callbackRoundTrip.push(performance.now() - cbStart);

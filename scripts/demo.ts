@@ -33,16 +33,44 @@ interface Job {
 }
 
 const MIX: { job_type: string; payload: Record<string, unknown> }[] = [
-  { job_type: "daily_ca", payload: { date: "2026-11-22", headlines: ["RBI holds repo rate at 6.5%", "ISRO tests reusable launch vehicle", "Supreme Court on electoral bonds"] } },
-  { job_type: "topic_short", payload: { topic: "Fundamental Rights vs Directive Principles", duration_seconds: 60 } },
+  {
+    job_type: "daily_ca",
+    payload: {
+      date: "2026-11-22",
+      headlines: [
+        "RBI holds repo rate at 6.5%",
+        "ISRO tests reusable launch vehicle",
+        "Supreme Court on electoral bonds",
+      ],
+    },
+  },
+  {
+    job_type: "topic_short",
+    payload: { topic: "Fundamental Rights vs Directive Principles", duration_seconds: 60 },
+  },
   { job_type: "doubt", payload: { question: "What is Article 370 and why was it abrogated?" } },
   { job_type: "topic_short", payload: { topic: "Monsoon mechanism in India", duration_seconds: 45 } },
-  { job_type: "doubt", payload: { question: "Difference between Lok Sabha and Rajya Sabha money bill powers?" } },
-  { job_type: "daily_ca", payload: { date: "2026-11-21", headlines: ["G20 summit outcomes", "New tiger reserve notified"] } },
-  { job_type: "doubt", payload: { question: "How does the Finance Commission divide taxes between states?" } },
+  {
+    job_type: "doubt",
+    payload: { question: "Difference between Lok Sabha and Rajya Sabha money bill powers?" },
+  },
+  {
+    job_type: "daily_ca",
+    payload: { date: "2026-11-21", headlines: ["G20 summit outcomes", "New tiger reserve notified"] },
+  },
+  {
+    job_type: "doubt",
+    payload: { question: "How does the Finance Commission divide taxes between states?" },
+  },
   { job_type: "topic_short", payload: { topic: "Basics of the Indian Constitution's Preamble" } },
-  { job_type: "doubt", payload: { question: "Why is the Governor's discretion controversial?", language: "en" } },
-  { job_type: "topic_short", payload: { topic: "Plate tectonics and Himalayan formation", duration_seconds: 30 } },
+  {
+    job_type: "doubt",
+    payload: { question: "Why is the Governor's discretion controversial?", language: "en" },
+  },
+  {
+    job_type: "topic_short",
+    payload: { topic: "Plate tectonics and Himalayan formation", duration_seconds: 30 },
+  },
   { job_type: "doubt", payload: { question: "What did the Kesavananda Bharati case decide?" } },
   { job_type: "topic_short", payload: { topic: "Green revolution: gains and costs" } },
   { job_type: "doubt", payload: { question: "Explain the anti-defection law in simple words." } },
@@ -61,9 +89,23 @@ async function startRendererProcess(name: string, faults: string): Promise<Rende
   await Deno.mkdir(storageDir, { recursive: true });
   const child = new Deno.Command(Deno.execPath(), {
     args: [
-      "run", "-A", "--config", `${PROJECT_ROOT}/deno.json`, `${PROJECT_ROOT}/renderer/main.ts`,
-      "--port", "0", "--name", name, "--storage-dir", storageDir, "--clip-seconds", String(CLIP_SECONDS),
-      "--faults", faults, "--max-concurrent", "3",
+      "run",
+      "-A",
+      "--config",
+      `${PROJECT_ROOT}/deno.json`,
+      `${PROJECT_ROOT}/renderer/main.ts`,
+      "--port",
+      "0",
+      "--name",
+      name,
+      "--storage-dir",
+      storageDir,
+      "--clip-seconds",
+      String(CLIP_SECONDS),
+      "--faults",
+      faults,
+      "--max-concurrent",
+      "3",
     ],
     stdout: "piped",
     stderr: "inherit",
@@ -99,7 +141,10 @@ function bar(progress: number, width = 20): string {
 
 const short = (job: Job) => {
   const p = job.payload;
-  const text = String(p.question ?? p.topic ?? `${p.date}${Array.isArray(p.headlines) ? ` · ${p.headlines.length} headlines` : ""}`);
+  const text = String(
+    p.question ?? p.topic ??
+      `${p.date}${Array.isArray(p.headlines) ? ` · ${p.headlines.length} headlines` : ""}`,
+  );
   return text.length > 46 ? text.slice(0, 45) + "…" : text;
 };
 const clock = () => new Date().toISOString().slice(11, 19);
@@ -121,7 +166,11 @@ async function main() {
     }
     await sql`update job_queue_config set max_concurrent_renders = 4, max_manim_renders = 2,
               retry_interval_minutes = 0 where id = (select id from job_queue_config limit 1)`;
-    say(`Two renderers registered for manim, revideo and orchestrator: ${renderers.map((r) => r.endpointUrl).join(", ")}`);
+    say(
+      `Two renderers registered for manim, revideo and orchestrator: ${
+        renderers.map((r) => r.endpointUrl).join(", ")
+      }`,
+    );
     say(`Capacity: 4 renders at once (×peak multiplier inside peak hours), at most 2 Manim.`);
 
     const users: LocalUser[] = [];
@@ -139,9 +188,16 @@ async function main() {
 
     const ids: string[] = [];
     for (const [i, job] of MIX.entries()) {
-      const { job: created } = await call(users[i % users.length].token, "enqueue", { method: "POST", body: JSON.stringify(job) });
+      const { job: created } = await call(users[i % users.length].token, "enqueue", {
+        method: "POST",
+        body: JSON.stringify(job),
+      });
       ids.push(created.id);
-      say(`enqueued ${created.job_type.padEnd(11)} ${created.priority.padEnd(6)} → ${created.renderer.padEnd(12)} position ${created.queue_position ?? "-"}  ~${created.estimated_wait_seconds ?? 0}s`);
+      say(
+        `enqueued ${created.job_type.padEnd(11)} ${created.priority.padEnd(6)} → ${
+          created.renderer.padEnd(12)
+        } position ${created.queue_position ?? "-"}  ~${created.estimated_wait_seconds ?? 0}s`,
+      );
     }
 
     const seen = new Map<string, Job>();
@@ -160,28 +216,52 @@ async function main() {
         const name = `${job.job_type} ${job.id.slice(0, 8)}`;
         if (before && before.status !== job.status) {
           if (job.status === "processing") events.push(`${clock()} started   ${name} on ${job.renderer}`);
-          if (job.status === "completed") events.push(`${clock()} completed ${name} in ${secs(job.started_at, job.completed_at).toFixed(1)} s`);
+          if (job.status === "completed") {
+            events.push(
+              `${clock()} completed ${name} in ${secs(job.started_at, job.completed_at).toFixed(1)} s`,
+            );
+          }
           if (job.status === "failed") events.push(`${clock()} failed    ${name}: ${job.error_message}`);
         }
         if (before && job.retry_count > before.retry_count) {
-          events.push(`${clock()} retry     ${name} (#${job.retry_count}): ${job.error_message ?? "render failed"}`);
+          events.push(
+            `${clock()} retry     ${name} (#${job.retry_count}): ${job.error_message ?? "render failed"}`,
+          );
         }
         seen.set(job.id, job);
       }
       const running = jobs.filter((j) => j.status === "processing");
-      const waiting = jobs.filter((j) => j.status === "queued").sort((a, b) => (a.queue_position ?? 1e9) - (b.queue_position ?? 1e9));
+      const waiting = jobs.filter((j) => j.status === "queued").sort((a, b) =>
+        (a.queue_position ?? 1e9) - (b.queue_position ?? 1e9)
+      );
       const done = jobs.filter((j) => ["completed", "failed", "cancelled"].includes(j.status));
       const cap = stats.capacity;
       if (tty) {
         const out = [
-          `\x1b[2J\x1b[H Video queue — ${clock()}   capacity ${stats.processing}/${cap.effective}${cap.peak ? ` (peak ×${cap.multiplier})` : ""}   queued ${stats.queued}   done ${done.length}/${ids.length}`,
-          ` renderers: ${Object.entries(stats.by_renderer).map(([k, v]) => `${k} ${(v as { processing: number }).processing}/${(v as { limit: number | null }).limit ?? "∞"}`).join("   ")}`,
+          `\x1b[2J\x1b[H Video queue — ${clock()}   capacity ${stats.processing}/${cap.effective}${
+            cap.peak ? ` (peak ×${cap.multiplier})` : ""
+          }   queued ${stats.queued}   done ${done.length}/${ids.length}`,
+          ` renderers: ${
+            Object.entries(stats.by_renderer).map(([k, v]) =>
+              `${k} ${(v as { processing: number }).processing}/${
+                (v as { limit: number | null }).limit ?? "∞"
+              }`
+            ).join("   ")
+          }`,
           "",
           " RUNNING",
-          ...running.map((j) => `  ${j.job_type.padEnd(11)} ${bar(j.progress)} ${String(j.progress).padStart(3)}% ${(j.stage ?? "dispatched").padEnd(22)} ${short(j)}`),
+          ...running.map((j) =>
+            `  ${j.job_type.padEnd(11)} ${bar(j.progress)} ${String(j.progress).padStart(3)}% ${
+              (j.stage ?? "dispatched").padEnd(22)
+            } ${short(j)}`
+          ),
           "",
           " WAITING (position, estimated wait)",
-          ...waiting.slice(0, 10).map((j) => `  #${String(j.queue_position).padEnd(3)} ~${String(j.estimated_wait_seconds).padStart(4)}s  ${j.priority.padEnd(6)} ${j.job_type.padEnd(11)} ${short(j)}`),
+          ...waiting.slice(0, 10).map((j) =>
+            `  #${String(j.queue_position).padEnd(3)} ~${String(j.estimated_wait_seconds).padStart(4)}s  ${
+              j.priority.padEnd(6)
+            } ${j.job_type.padEnd(11)} ${short(j)}`
+          ),
           "",
           " EVENTS",
           ...events.slice(-8).map((e) => `  ${e}`),
@@ -191,8 +271,10 @@ async function main() {
         for (const e of events.splice(0)) say(e);
         if (Date.now() - lastPlain > 3000) {
           lastPlain = Date.now();
-          say(`${clock()} processing ${stats.processing}/${cap.effective}, queued ${stats.queued}, done ${done.length}/${ids.length}; ` +
-            running.map((j) => `${j.job_type}:${j.stage ?? "dispatched"} ${j.progress}%`).join(", "));
+          say(
+            `${clock()} processing ${stats.processing}/${cap.effective}, queued ${stats.queued}, done ${done.length}/${ids.length}; ` +
+              running.map((j) => `${j.job_type}:${j.stage ?? "dispatched"} ${j.progress}%`).join(", "),
+          );
         }
       }
       if (done.length === ids.length) break;
@@ -203,15 +285,33 @@ async function main() {
     const failed = jobs.filter((j) => j.status === "failed");
     const mean = (xs: number[]) => xs.length ? (xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(1) : "-";
     say("");
-    say(`Summary after ${((Date.now() - started) / 1000).toFixed(0)} s: ${completed.length} completed, ${failed.length} failed, ` +
-      `${jobs.reduce((n, j) => n + j.retry_count, 0)} retries, ${ids.length - completed.length - failed.length} unfinished`);
-    say(`  mean wait (enqueue → last start): ${mean(jobs.map((j) => secs(j.created_at, j.started_at)).filter(Number.isFinite))} s; ` +
-      `mean render (last start → done): ${mean(completed.map((j) => secs(j.started_at, j.completed_at)))} s`);
+    say(
+      `Summary after ${
+        ((Date.now() - started) / 1000).toFixed(0)
+      } s: ${completed.length} completed, ${failed.length} failed, ` +
+        `${jobs.reduce((n, j) => n + j.retry_count, 0)} retries, ${
+          ids.length - completed.length - failed.length
+        } unfinished`,
+    );
+    say(
+      `  mean wait (enqueue → last start): ${
+        mean(jobs.map((j) => secs(j.created_at, j.started_at)).filter(Number.isFinite))
+      } s; ` +
+        `mean render (last start → done): ${
+          mean(completed.map((j) => secs(j.started_at, j.completed_at)))
+        } s`,
+    );
     say(`Videos (stored for 24 h):`);
     for (const j of completed) {
       const r = j.result ?? {};
-      const owner = renderers.find((x) => String(r.video_url ?? "").startsWith(new URL(x.endpointUrl).origin));
-      say(`  ${j.job_type.padEnd(11)} ${r.video_url}  ${owner ? `${owner.storageDir}/${r.filename}` : ""}  ${r.resolution} ${r.duration_seconds}s ${r.file_size} bytes`);
+      const owner = renderers.find((x) =>
+        String(r.video_url ?? "").startsWith(new URL(x.endpointUrl).origin)
+      );
+      say(
+        `  ${j.job_type.padEnd(11)} ${r.video_url}  ${
+          owner ? `${owner.storageDir}/${r.filename}` : ""
+        }  ${r.resolution} ${r.duration_seconds}s ${r.file_size} bytes`,
+      );
     }
     if (completed.length + failed.length < ids.length) throw new Error("the queue did not drain in time");
   } finally {

@@ -28,7 +28,8 @@ try {
   const env = await startStack({ name, exitWithParent: Deno.pid, log: (l) => console.log(`[stack] ${l}`) });
   for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
   const harness = await import("../tests/harness.ts");
-  await harness.db`create extension if not exists pgtap; create extension if not exists plpgsql_check`.simple();
+  await harness.db`create extension if not exists pgtap; create extension if not exists plpgsql_check`
+    .simple();
   await harness.setQueueCronActive(false); // tests drive passes themselves; the cron test turns it on
   await harness.resetData(); // snapshots the migrated data that every test starts from
   await harness.db.end();
@@ -38,7 +39,16 @@ try {
   if (sqlFiles.length > 0) {
     const url = new URL(env.DB_URL);
     const prove = await runStep("pgTAP (pg_prove)", "pg_prove", [
-      "-h", url.hostname, "-p", url.port, "-U", "postgres", "-d", "postgres", "--timer", ...sqlFiles,
+      "-h",
+      url.hostname,
+      "-p",
+      url.port,
+      "-U",
+      "postgres",
+      "-d",
+      "postgres",
+      "--timer",
+      ...sqlFiles,
     ], { ...env, PGPASSWORD: "postgres" });
     const tests = Number(prove.tail.match(/Tests=(\d+)/)?.[1] ?? 0);
     const bad = Number(prove.tail.match(/Failed (\d+)\/\d+ subtests/)?.[1] ?? (prove.success ? 0 : 1));
@@ -48,7 +58,11 @@ try {
 
   const files = Deno.args.length > 0 ? Deno.args : ["tests/"];
   const deno = await runStep("Deno tests", Deno.execPath(), [
-    "test", "-A", "--config", `${PROJECT_ROOT}/deno.json`, ...files,
+    "test",
+    "-A",
+    "--config",
+    `${PROJECT_ROOT}/deno.json`,
+    ...files,
   ], env);
   const summary = deno.tail.match(/(\d+) passed.*?\| (\d+) failed/);
   passed += Number(summary?.[1] ?? 0);

@@ -69,7 +69,9 @@ export async function dispatchToRenderer(claim: Claim, timeoutMs = DISPATCH_TIME
   }
   // error_message is shown to the job's owner: keep only the service's own error sentence, not its raw body.
   const reason = (safeJson(text) as { error?: { message?: unknown } } | undefined)?.error?.message;
-  const message = `render service answered ${res.status}${typeof reason === "string" ? `: ${reason.slice(0, 200)}` : ""}`;
+  const message = `render service answered ${res.status}${
+    typeof reason === "string" ? `: ${reason.slice(0, 200)}` : ""
+  }`;
   if (res.status >= 400 && res.status < 500 && res.status !== 429) throw new PermanentRenderError(message);
   throw new RetryableRenderError(message);
 }

@@ -7,11 +7,19 @@ async function renderedDom(url: string): Promise<string> {
   try {
     const out = await new Deno.Command("chromium", {
       args: [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
         `--user-data-dir=${profile}`,
         // virtual time runs the page's scripts and waits for its fetches before the DOM is dumped
-        "--virtual-time-budget=15000", "--dump-dom", url,
+        "--virtual-time-budget=15000",
+        "--dump-dom",
+        url,
       ],
       stdout: "piped",
       stderr: "null",

@@ -23,7 +23,9 @@ interface Seen {
 }
 
 async function getJob(token: string, id: string): Promise<Job> {
-  const res = await fetch(`${fnUrl("status")}?job_id=${id}`, { headers: { authorization: `Bearer ${token}` } });
+  const res = await fetch(`${fnUrl("status")}?job_id=${id}`, {
+    headers: { authorization: `Bearer ${token}` },
+  });
   return (await res.json()).job;
 }
 
@@ -47,8 +49,15 @@ function startRelay(renderer: RendererHandle, admin: TestUser) {
     }
     const target = path.endsWith("/cancel") ? `${renderer.endpointUrl}/cancel` : renderer.endpointUrl;
     if (body.callback) body.callback.url = `${relayUrl}/events`;
-    const res = await fetch(target, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-    return new Response(await res.text(), { status: res.status, headers: { "content-type": "application/json" } });
+    const res = await fetch(target, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    return new Response(await res.text(), {
+      status: res.status,
+      headers: { "content-type": "application/json" },
+    });
   });
   const relayUrl = `http://127.0.0.1:${server.addr.port}`;
   return {
@@ -73,7 +82,14 @@ function startRelay(renderer: RendererHandle, admin: TestUser) {
 
 async function withRenderer(
   options: { clipSeconds: number; faults?: Record<string, number> },
-  fn: (ctx: { renderer: RendererHandle; relay: ReturnType<typeof startRelay>; admin: TestUser; storageDir: string }) => Promise<void>,
+  fn: (
+    ctx: {
+      renderer: RendererHandle;
+      relay: ReturnType<typeof startRelay>;
+      admin: TestUser;
+      storageDir: string;
+    },
+  ) => Promise<void>,
 ) {
   await resetData();
   const storageDir = await Deno.makeTempDir({ prefix: "e2e-videos-" });
@@ -102,18 +118,35 @@ async function withRenderer(
 
 async function ffprobe(path: string) {
   const out = await new Deno.Command("ffprobe", {
-    args: ["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height:format=duration", "-of", "json", path],
+    args: [
+      "-v",
+      "error",
+      "-select_streams",
+      "v:0",
+      "-show_entries",
+      "stream=width,height:format=duration",
+      "-of",
+      "json",
+      path,
+    ],
     stdout: "piped",
   }).output();
   const info = JSON.parse(new TextDecoder().decode(out.stdout));
-  return { width: info.streams[0].width, height: info.streams[0].height, duration: Number(info.format.duration) };
+  return {
+    width: info.streams[0].width,
+    height: info.streams[0].height,
+    duration: Number(info.format.duration),
+  };
 }
 
 test("a doubt becomes a real MP4: progress in order, status completed, the file downloads", async () => {
   await withRenderer({ clipSeconds: 2 }, async ({ relay, storageDir }) => {
     const user = await mintUser();
     const { data, error } = await client(user.token).functions.invoke("enqueue", {
-      body: { job_type: "doubt", payload: { question: "Why is the Preamble called the soul of the Constitution?" } },
+      body: {
+        job_type: "doubt",
+        payload: { question: "Why is the Preamble called the soul of the Constitution?" },
+      },
     });
     assert.equal(error, null);
     const id = data.job.id;
@@ -131,10 +164,16 @@ test("a doubt becomes a real MP4: progress in order, status completed, the file 
     );
     // After each progress callback, status showed exactly that stage and percentage.
     for (const s of mine.slice(0, 3)) {
-      assert.deepEqual([s.job.status, s.job.stage, s.job.progress], ["processing", s.callback.stage, s.callback.progress]);
+      assert.deepEqual([s.job.status, s.job.stage, s.job.progress], [
+        "processing",
+        s.callback.stage,
+        s.callback.progress,
+      ]);
     }
 
-    const { data: status } = await client(user.token).functions.invoke(`status?job_id=${id}`, { method: "GET" });
+    const { data: status } = await client(user.token).functions.invoke(`status?job_id=${id}`, {
+      method: "GET",
+    });
     assert.equal(status.job.status, "completed");
     const result = status.job.result;
     assert.match(result.video_url, /^http:\/\/127\.0\.0\.1:\d+\/files\/.+\.mp4$/);
@@ -158,7 +197,9 @@ test("cancelling a rendering job stops the render, leaves no file and refuses it
     });
     const id = data.job.id;
     const first = await relay.waitFor((s) => s.callback.job_id === id && s.callback.type === "progress");
-    const { data: cancelled, error } = await client(user.token).functions.invoke("cancel", { body: { job_id: id, reason: "changed my mind" } });
+    const { data: cancelled, error } = await client(user.token).functions.invoke("cancel", {
+      body: { job_id: id, reason: "changed my mind" },
+    });
     assert.equal(error, null);
     assert.equal(cancelled.job.status, "cancelled");
 
@@ -168,7 +209,9 @@ test("cancelling a rendering job stops the render, leaves no file and refuses it
     assert.equal(render.temp_dir === null || !(await exists(render.temp_dir)), true, "temp files removed");
     assert.deepEqual([...Deno.readDirSync(storageDir)].filter((e) => e.name.endsWith(".mp4")), []);
     // Whatever the renderer still said after the cancel was refused.
-    for (const s of relay.seen.filter((s) => s.callback.job_id === id && s !== first)) assert.equal(s.answer, 409);
+    for (const s of relay.seen.filter((s) => s.callback.job_id === id && s !== first)) {
+      assert.equal(s.answer, 409);
+    }
     assert.equal((await getJob((await mintUser({ admin: true })).token, id)).status, "cancelled");
   });
 });
@@ -212,12 +255,16 @@ test("with injected faults every job ends in exactly one terminal state and retr
         const latest = processing.map((r) => r.lease_expires_at as Date).sort((a, b) => +b - +a)[0];
         await db`select recover_expired_attempts(${new Date(+latest + 1000)})`;
       }
-      const res = await fetch(fnUrl("video-queue-worker"), { method: "POST", headers: { apikey: env.SECRET_KEY } });
+      const res = await fetch(fnUrl("video-queue-worker"), {
+        method: "POST",
+        headers: { apikey: env.SECRET_KEY },
+      });
       await res.body?.cancel();
       return false;
     }, 180_000);
 
-    const jobs = await db`select id, status, attempt, retry_count, max_retries, completed_at from jobs where id = any(${ids})`;
+    const jobs =
+      await db`select id, status, attempt, retry_count, max_retries, completed_at from jobs where id = any(${ids})`;
     let faultsSeen = 0;
     for (const job of jobs) {
       const renders = Array.from({ length: job.attempt }, (_, i) => renderer.getRender(job.id, i + 1))
@@ -227,7 +274,10 @@ test("with injected faults every job ends in exactly one terminal state and retr
       faultsSeen += renders.filter((r) => r.fault !== null).length;
       assert.ok(job.completed_at !== null, "finished jobs have completed_at");
       if (job.status === "completed") {
-        assert.ok(last.fault === null || last.fault === "duplicate", `job ${job.id} completed by a clean render`);
+        assert.ok(
+          last.fault === null || last.fault === "duplicate",
+          `job ${job.id} completed by a clean render`,
+        );
         assert.equal(job.retry_count, retryableFaults, `job ${job.id}: one retry per retryable fault`);
       } else {
         assert.equal(job.status, "failed");

@@ -800,7 +800,9 @@ test("a dead render endpoint (closed port) is taken out of rotation and its jobs
 
 test("a busy render service (429) costs no retry: the job is released and goes to a free endpoint", async () => {
   await setup();
-  const busy = startTestRenderService(() => new Response("busy", { status: 429, headers: { "retry-after": "120" } }));
+  const busy = startTestRenderService(() =>
+    new Response("busy", { status: 429, headers: { "retry-after": "120" } })
+  );
   const free = startTestRenderService();
   try {
     const busyId = await register(busy.url);
@@ -815,7 +817,10 @@ test("a busy render service (429) costs no retry: the job is released and goes t
     assert.equal(released.error_message, null);
     const [endpoint] = await db`select extract(epoch from unhealthy_until - now()) as cooldown
                                   from render_endpoints where id = ${busyId}`;
-    assert.ok(endpoint.cooldown > 100 && endpoint.cooldown <= 120, `skipped for its Retry-After (${endpoint.cooldown} s)`);
+    assert.ok(
+      endpoint.cooldown > 100 && endpoint.cooldown <= 120,
+      `skipped for its Retry-After (${endpoint.cooldown} s)`,
+    );
 
     const pass = await workerPass();
     assert.equal(pass.body.claimed, 0, "no claim while its only endpoint is busy");

@@ -39,7 +39,9 @@ export async function resetData(): Promise<void> {
         await tx.unsafe(`create table test_snapshot."${name}" as table public."${name}"`);
       }
     }
-    await tx.unsafe(`truncate ${tables.map((t) => `public."${t.name}"`).join(", ")} restart identity cascade`);
+    await tx.unsafe(
+      `truncate ${tables.map((t) => `public."${t.name}"`).join(", ")} restart identity cascade`,
+    );
     await tx`set local session_replication_role = replica`; // restore in any order: no FK or trigger
     for (const { name } of tables) {
       // generated columns are computed again, not copied

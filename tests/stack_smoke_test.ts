@@ -1,7 +1,17 @@
 // The local stack is real: pg_cron runs jobs, functions answer over HTTP through supabase-js,
 // and net.http_post from SQL reaches a function only after the transaction commits (as pg_net does).
 import assert from "node:assert/strict";
-import { client, db, env, eventually, fnUrl, mintUser, resetData, setQueueCronActive, test } from "./harness.ts";
+import {
+  client,
+  db,
+  env,
+  eventually,
+  fnUrl,
+  mintUser,
+  resetData,
+  setQueueCronActive,
+  test,
+} from "./harness.ts";
 
 test("functions.invoke reaches a function and gets the contract's error shape", async () => {
   await resetData();
@@ -36,8 +46,10 @@ test("net.http_post reaches a function after commit, and a rolled-back request i
 
   const [{ id }] = await db`select net.http_post(${fnUrl("video-queue-worker")}, '{}'::jsonb,
     headers := ${db.json(headers)}) as id`;
-  const response = await eventually("the pg_net response", async () =>
-    (await db`select status_code, content from net._http_response where id = ${id}`)[0]);
+  const response = await eventually(
+    "the pg_net response",
+    async () => (await db`select status_code, content from net._http_response where id = ${id}`)[0],
+  );
   assert.equal(response.status_code, 200);
   assert.equal(typeof JSON.parse(response.content).claimed, "number");
   const [{ sent }] = await db`select count(*)::int as sent from net._http_response`;
@@ -51,12 +63,17 @@ test("pg_cron runs the queue's worker job: cron → Vault → net.http_post → 
   await setQueueCronActive(true);
   try {
     // pg_cron here runs minute schedules: the next run is at most a minute away.
-    const run = await eventually("a cron run of video-queue-worker", async () =>
-      (await db`select status from cron.job_run_details where jobid = ${jobid} and status <> 'running'`)[0],
-      75_000);
+    const run = await eventually(
+      "a cron run of video-queue-worker",
+      async () =>
+        (await db`select status from cron.job_run_details where jobid = ${jobid} and status <> 'running'`)[0],
+      75_000,
+    );
     assert.equal(run.status, "succeeded");
-    const response = await eventually("the worker's answer to cron", async () =>
-      (await db`select status_code, content from net._http_response`)[0]);
+    const response = await eventually(
+      "the worker's answer to cron",
+      async () => (await db`select status_code, content from net._http_response`)[0],
+    );
     assert.equal(response.status_code, 200);
     assert.equal(typeof JSON.parse(response.content).recovered, "number");
   } finally {

@@ -62,12 +62,20 @@ const sql = postgres(env.SUPABASE_DB_URL, { max: 2, prepare: false, onnotice: ()
 let draining: Promise<void> | undefined;
 let drainAgain = false;
 
-async function sendOne(r: { id: string; url: string; headers: Record<string, string>; body: Uint8Array | null; timeout_milliseconds: number }) {
+async function sendOne(
+  r: {
+    id: string;
+    url: string;
+    headers: Record<string, string>;
+    body: Uint8Array | null;
+    timeout_milliseconds: number;
+  },
+) {
   try {
     const res = await fetch(r.url, {
       method: "POST",
       headers: r.headers,
-      body: r.body,
+      body: r.body ? new Uint8Array(r.body) : null,
       signal: AbortSignal.timeout(r.timeout_milliseconds),
     });
     const content = await res.text();

@@ -38,7 +38,7 @@ async function run(cmd: string, args: string[], opts: { env?: Record<string, str
   return text;
 }
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr as Deno.NetAddr;
   listener.close();
@@ -109,7 +109,7 @@ export async function startStack(opts: StartOptions = {}): Promise<StackEnv> {
   Deno.mkdirSync(dir, { recursive: true, mode: 0o755 });
   if (asPostgres) await run("chown", ["postgres", dir]);
 
-  const dbPort = await freePort();
+  const dbPort = freePort();
   log(`initialising Postgres in ${dir}/pgdata on port ${dbPort}`);
   await run(`${PG_BIN}/initdb`, ["-D", `${dir}/pgdata`, "-U", "postgres", "--auth=trust", "-E", "UTF8"]);
   const conf = [
@@ -135,7 +135,7 @@ export async function startStack(opts: StartOptions = {}): Promise<StackEnv> {
     env: { PGSSLMODE: "disable", DO_NOT_TRACK: "1", SUPABASE_TELEMETRY_DISABLED: "1" },
   });
 
-  const httpPort = await freePort();
+  const httpPort = freePort();
   const apiUrl = `http://127.0.0.1:${httpPort}`;
   const keys = await makeKeys(dir);
   const env: StackEnv = {

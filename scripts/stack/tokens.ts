@@ -17,7 +17,9 @@ export async function createUser(
   const userId = crypto.randomUUID();
   const appMetadata = { provider: "email", ...(opts.admin ? { queue_role: "admin" } : {}) };
   const email = `${userId.slice(0, 8)}@example.test`;
-  await sql`insert into auth.users (id, email, raw_app_meta_data) values (${userId}, ${email}, ${sql.json(appMetadata)})`;
+  await sql`insert into auth.users (id, email, raw_app_meta_data) values (${userId}, ${email}, ${
+    sql.json(appMetadata)
+  })`;
   const jwk = JSON.parse(await Deno.readTextFile(env.SIGNING_KEY_PATH));
   const now = Math.floor(Date.now() / 1000);
   const token = await new SignJWT({
