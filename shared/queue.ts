@@ -69,6 +69,11 @@ export function cancelJob(caller: Caller, jobId: string, reason?: string): Promi
   );
 }
 
+/** Admin: a failed job goes back to the queue (VQ409 unless failed, VQ403 for non-admins). */
+export function retryJob(caller: Caller, jobId: string): Promise<Job> {
+  return asCaller(caller, (tx) => tx`select public.retry_job(p_job_id => ${jobId}::uuid) as result`);
+}
+
 export function getJob(caller: Caller, jobId: string): Promise<Job> {
   return asCaller(caller, (tx) => tx`select public.get_job(p_job_id => ${jobId}::uuid) as result`);
 }

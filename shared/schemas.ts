@@ -48,6 +48,9 @@ export type EnqueueRequest = z.infer<typeof EnqueueRequest>;
 export const CancelRequest = z.strictObject({ job_id: jobId, reason: z.string().max(1000).optional() });
 export type CancelRequest = z.infer<typeof CancelRequest>;
 
+/** `POST /status/retry` (admins) */
+export const RetryRequest = z.strictObject({ job_id: jobId });
+
 /** `GET /status` query: `job_id` for one job, `view=jobs` for the admin list, nothing for admin stats. */
 export const StatusQuery = z.strictObject({
   job_id: jobId.optional(),

@@ -834,3 +834,43 @@ test("a busy render service (429) costs no retry: the job is released and goes t
     await free.close();
   }
 });
+
+test("status/retry: an admin puts a failed job back in the queue; others get 403, 404 or 409", async () => {
+  await setup();
+  let refuse = true;
+  const service = startTestRenderService(() =>
+    refuse ? new Response("unsupported payload", { status: 422 }) : new Response(null, { status: 202 })
+  );
+  try {
+    await register(service.url);
+    const user = await mintUser();
+    const admin = await mintUser({ admin: true });
+    const job = await enqueueAs(user.token, doubt("retry me"));
+    await eventually("the job to fail", async () => (await jobState(job.id)).status === "failed");
+
+    assertError(await invoke("status/retry", user.token, { body: { job_id: job.id } }), 403, "forbidden");
+    assertError(
+      await invoke("status/retry", admin.token, { body: { job_id: crypto.randomUUID() } }),
+      404,
+      "not_found",
+    );
+    assertError(
+      await invoke("status/retry", admin.token, { body: { job_id: "nope" } }),
+      400,
+      "invalid_request",
+    );
+
+    refuse = false;
+    const retried = await invoke("status/retry", admin.token, { body: { job_id: job.id } });
+    assert.equal(retried.status, 200);
+    assert.deepEqual([retried.body.job.status, retried.body.job.retry_count], ["queued", 0]);
+    const again = await service.until(
+      "the second dispatch",
+      () => service.dispatches.find((d) => d.attempt === 2),
+    );
+    assert.equal(again.job_id, job.id);
+    assertError(await invoke("status/retry", admin.token, { body: { job_id: job.id } }), 409, "conflict");
+  } finally {
+    await service.close();
+  }
+});
