@@ -6,6 +6,7 @@
 import postgres from "postgres";
 import { PROJECT_ROOT, stackDir, startStack, stopStack } from "./stack/stack.ts";
 import { createUser, type LocalUser } from "./stack/tokens.ts";
+import type { Job } from "../shared/mod.ts";
 
 const STACK = "demo";
 const CLIP_SECONDS = Number(Deno.env.get("DEMO_CLIP_SECONDS") ?? 5);
@@ -13,24 +14,6 @@ const TIMEOUT_MS = 6 * 60_000;
 const tty = Deno.stdout.isTerminal();
 const say = (line: string) => console.log(line);
 
-interface Job {
-  id: string;
-  job_type: string;
-  priority: string;
-  status: string;
-  renderer: string;
-  payload: Record<string, unknown>;
-  queue_position: number | null;
-  estimated_wait_seconds: number | null;
-  progress: number;
-  stage: string | null;
-  retry_count: number;
-  error_message: string | null;
-  result: Record<string, unknown> | null;
-  created_at: string;
-  started_at: string | null;
-  completed_at: string | null;
-}
 
 const MIX: { job_type: string; payload: Record<string, unknown> }[] = [
   {
