@@ -14,7 +14,6 @@ const TIMEOUT_MS = 6 * 60_000;
 const tty = Deno.stdout.isTerminal();
 const say = (line: string) => console.log(line);
 
-
 const MIX: { job_type: string; payload: Record<string, unknown> }[] = [
   {
     job_type: "daily_ca",

@@ -1,7 +1,7 @@
 // `deno task test`: installs what is missing, starts a fresh throw-away stack, runs the pgTAP files
 // (supabase/tests, with plpgsql_check) and the Deno tests (tests/) against it, and stops it.
 // Extra arguments are passed to `deno test` (e.g. a single file).
-import { PROJECT_ROOT, startStack, stopStack } from "./stack/stack.ts";
+import { PROJECT_ROOT, stackDir, startStack, stopStack } from "./stack/stack.ts";
 
 const name = `test-${Deno.pid}`;
 const decoder = new TextDecoder();
@@ -73,8 +73,7 @@ try {
   failed += 1;
 } finally {
   await stopStack(name);
-  await Deno.remove(`${Deno.env.get("TMPDIR") ?? "/tmp"}/video-queue-stack-${name}`, { recursive: true })
-    .catch(() => {});
+  await Deno.remove(stackDir(name), { recursive: true }).catch(() => {});
 }
 console.log(`\nfinished in ${Math.round((Date.now() - started) / 1000)} s`);
 console.log(`${passed} passed, ${failed} failed`);

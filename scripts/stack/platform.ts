@@ -6,7 +6,7 @@
 //   - /dashboard/: the static admin dashboard (dashboard/index.html; host it anywhere in production)
 // Usage: deno run -A platform.ts <stack dir> [parent pid: stop the stack when it exits]
 import postgres from "postgres";
-import { PROJECT_ROOT, readEnvFile } from "./stack.ts";
+import { PROJECT_ROOT, readEnvFile, stopCluster } from "./stack.ts";
 
 const [dir, parentArg] = Deno.args;
 const env = readEnvFile(`${dir}/env`);
@@ -119,11 +119,7 @@ async function shutdown(stopDatabase: boolean) {
   clearInterval(parentWatch);
   await server.shutdown().catch(() => {});
   await sql.end({ timeout: 2 }).catch(() => {});
-  if (stopDatabase) {
-    const pgCtl = ["/usr/lib/postgresql/15/bin/pg_ctl", "-D", `${dir}/pgdata`, "-m", "fast", "-w", "stop"];
-    const [cmd, ...args] = Deno.uid() === 0 ? ["runuser", "-u", "postgres", "--", ...pgCtl] : pgCtl;
-    await new Deno.Command(cmd, { args, stdout: "null", stderr: "null" }).output().catch(() => {});
-  }
+  if (stopDatabase) await stopCluster(dir);
   Deno.exit(0);
 }
 

@@ -216,6 +216,11 @@ export async function stopStack(name = "dev"): Promise<void> {
     await waitFor("the platform process to exit", () => Promise.resolve(!alive(platformPid)), 10_000)
       .catch(() => Deno.kill(platformPid, "SIGKILL"));
   }
+  await stopCluster(dir);
+}
+
+/** Stops the stack's Postgres cluster in `dir`, if it runs. */
+export async function stopCluster(dir: string): Promise<void> {
   try {
     Deno.statSync(`${dir}/pgdata/postmaster.pid`);
     await run(`${PG_BIN}/pg_ctl`, ["-D", `${dir}/pgdata`, "-m", "fast", "-w", "stop"]);
