@@ -51,7 +51,7 @@ try {
     const enqueue = await timeIt(300, async (i) => {
       await sql`begin`;
       await sql`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
-      await sql`select public.enqueue_job('doubt', ${
+      await sql`select queue.enqueue_job('doubt', ${
         sql.json({ question: "q" })
       }::jsonb, ${`k-${waiting}-${i}`})`;
       await sql`commit`;
@@ -59,7 +59,7 @@ try {
     // claim one job (rolled back, so the queue stays the same size)
     const claim = await timeIt(300, async () => {
       await sql`begin`;
-      await sql`select public.claim_jobs('bench', 1)`;
+      await sql`select queue.claim_jobs('bench', 1)`;
       await sql`rollback`;
     });
     const [{ last }] =
@@ -69,12 +69,12 @@ try {
       await sql`select id as mid from public.jobs where status = 'queued' and priority_rank = 2
                                  order by created_at, id offset ${Math.floor(waiting / 6)} limit 1`;
     const posLast = await timeIt(300, async () => {
-      await sql`select public.get_job(${last}::uuid)`;
+      await sql`select queue.get_job(${last}::uuid)`;
     });
     const posMid = await timeIt(100, async () => {
-      await sql`select public.get_job(${mid}::uuid)`;
+      await sql`select queue.get_job(${mid}::uuid)`;
     });
-    const [{ p }] = await sql`select public.get_job(${mid}::uuid) ->> 'queue_position' as p`;
+    const [{ p }] = await sql`select queue.get_job(${mid}::uuid) ->> 'queue_position' as p`;
     rows.push([
       `${waiting.toLocaleString("en")} waiting`,
       fmt(enqueue),

@@ -1,7 +1,8 @@
-// `deno task test`: installs what is missing, starts a fresh throw-away stack, runs the pgTAP files
-// (supabase/tests, with plpgsql_check) and the Deno tests (tests/) against it, and stops it.
+// `deno task test`: installs what is missing, starts a fresh throw-away stack, runs Supabase's lints
+// (`supabase db advisors`), the pgTAP files (supabase/tests, with plpgsql_check) and the Deno tests (tests/)
+// against it, and stops it.
 // Extra arguments are passed to `deno test` (e.g. a single file).
-import { PROJECT_ROOT, stackDir, startStack, stopStack } from "./stack/stack.ts";
+import { PROJECT_ROOT, stackDir, startStack, stopStack, SUPABASE_CLI } from "./stack/stack.ts";
 
 const name = `test-${Deno.pid}`;
 const decoder = new TextDecoder();
@@ -27,9 +28,30 @@ let exitCode = 1;
 try {
   const env = await startStack({ name, exitWithParent: Deno.pid, log: (l) => console.log(`[stack] ${l}`) });
   for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
+
+  // Supabase's own lints on the freshly migrated database, failing on any WARN or ERROR.
+  const advisors = await runStep("Supabase advisors (supabase db advisors --fail-on warn)", "npx", [
+    "-y",
+    SUPABASE_CLI,
+    "db",
+    "advisors",
+    `--remote=${env.DB_URL}`,
+    "--type",
+    "all",
+    "--level",
+    "warn",
+    "--fail-on",
+    "warn",
+  ], { ...env, PGSSLMODE: "disable", DO_NOT_TRACK: "1", SUPABASE_TELEMETRY_DISABLED: "1" });
+  if (advisors.success) passed += 1;
+  else failed += 1;
+
   const harness = await import("../tests/harness.ts");
-  await harness.db`create extension if not exists pgtap; create extension if not exists plpgsql_check`
-    .simple();
+  // In `extensions`, as Supabase places extensions: nothing the tests add shows up in the exposed schemas.
+  // The migrations let no new function be executed by PUBLIC: the pgTAP files call these as the API roles.
+  await harness.db`create extension if not exists pgtap with schema extensions;
+                   create extension if not exists plpgsql_check with schema extensions;
+                   grant execute on all functions in schema extensions to public`.simple();
   await harness.setQueueCronActive(false); // tests drive passes themselves; the cron test turns it on
   await harness.resetData(); // snapshots the migrated data that every test starts from
   await harness.db.end();

@@ -2,7 +2,7 @@
 import { PermanentRenderError, RetryableRenderError } from "./errors.ts";
 import { functionUrl } from "./background.ts";
 import type { Claim } from "./queue.ts";
-import { RenderResult } from "./schemas.ts";
+import { isSafeText, RenderResult } from "./schemas.ts";
 
 /** How long a render service may take to accept (or refuse) a job. */
 export const DISPATCH_TIMEOUT_MS = 10_000;
@@ -10,6 +10,8 @@ export const DISPATCH_TIMEOUT_MS = 10_000;
 const BUSY_COOLDOWN_SECONDS = 10;
 /** How long the best-effort cancel notice may take. */
 const CANCEL_NOTICE_TIMEOUT_MS = 5_000;
+/** The most of a render service's answer the worker reads; a result is a few hundred bytes. */
+export const MAX_RENDER_ANSWER_BYTES = 64 * 1024;
 
 /** What a render service did with a job it accepted. */
 export type Dispatched =
@@ -32,17 +34,26 @@ export function dispatchBody(claim: Claim) {
  * Hands one claimed job to its render endpoint and classifies the answer: 202 and 200 are accepted;
  * any other 4xx throws PermanentRenderError; 5xx, 429, a time-out or a failed connection throw
  * RetryableRenderError (with `endpointDown` when the endpoint looks dead or busy, and `delivered: false`
- * when the job surely did not start there: a refused connection or a 429).
+ * when the job surely did not start there: a refused connection, a 429 or a redirect).
+ * Redirects are never followed: the body carries the attempt's callback token, and only the registered
+ * URL may receive it.
  */
 export async function dispatchToRenderer(claim: Claim, timeoutMs = DISPATCH_TIMEOUT_MS): Promise<Dispatched> {
   let res: Response;
+  let text: string | undefined;
   try {
     res = await fetch(claim.endpoint.url, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(dispatchBody(claim)),
+      redirect: "manual",
       signal: AbortSignal.timeout(timeoutMs),
     });
+    if (res.status === 202) {
+      await res.body?.cancel();
+      return { accepted: "async" };
+    }
+    text = await readBounded(res); // the time-out covers the body too
   } catch (err) {
     // A time-out may have reached the service (it may be rendering); a refused connection did not.
     const timedOut = (err as Error)?.name === "TimeoutError";
@@ -51,8 +62,13 @@ export async function dispatchToRenderer(claim: Claim, timeoutMs = DISPATCH_TIME
       { endpointDown: true, delivered: timedOut },
     );
   }
-  const text = await res.text().catch(() => "");
-  if (res.status === 202) return { accepted: "async" };
+  if (res.status >= 300 && res.status < 400) {
+    // A misconfigured (or hostile) endpoint: the job did not start, so release it and skip the endpoint.
+    throw new RetryableRenderError(`render service answered ${res.status} (a redirect, not followed)`, {
+      endpointDown: true,
+      delivered: false,
+    });
+  }
   if (res.status === 429) {
     // Busy: the job did not start there. Not a failed attempt (a busy farm must not use up a user's
     // retries): release it and skip this endpoint for its Retry-After.
@@ -63,14 +79,19 @@ export async function dispatchToRenderer(claim: Claim, timeoutMs = DISPATCH_TIME
     });
   }
   if (res.status === 200) {
+    if (text === undefined) {
+      throw new RetryableRenderError(
+        `render service answered 200 with more than ${MAX_RENDER_ANSWER_BYTES} bytes`,
+      );
+    }
     const parsed = RenderResult.safeParse(safeJson(text));
     if (parsed.success) return { accepted: "done", result: parsed.data.result };
-    throw new RetryableRenderError("render service answered 200 without result.video_url");
+    throw new RetryableRenderError("render service answered 200 without a valid result");
   }
   // error_message is shown to the job's owner: keep only the service's own error sentence, not its raw body.
-  const reason = (safeJson(text) as { error?: { message?: unknown } } | undefined)?.error?.message;
+  const reason = (safeJson(text ?? "") as { error?: { message?: unknown } } | undefined)?.error?.message;
   const message = `render service answered ${res.status}${
-    typeof reason === "string" ? `: ${reason.slice(0, 200)}` : ""
+    typeof reason === "string" && isSafeText(reason) ? `: ${[...reason].slice(0, 200).join("")}` : ""
   }`;
   if (res.status >= 400 && res.status < 500 && res.status !== 429) throw new PermanentRenderError(message);
   throw new RetryableRenderError(message);
@@ -82,9 +103,29 @@ export async function notifyRenderCancel(endpointUrl: string, jobId: string, att
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ job_id: jobId, attempt }),
+    redirect: "manual",
     signal: AbortSignal.timeout(CANCEL_NOTICE_TIMEOUT_MS),
   });
   await res.body?.cancel();
+}
+
+/** The answer's body as text, or undefined when it is longer than MAX_RENDER_ANSWER_BYTES. */
+async function readBounded(res: Response): Promise<string | undefined> {
+  if (!res.body) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of res.body) {
+    size += chunk.byteLength;
+    if (size > MAX_RENDER_ANSWER_BYTES) return undefined; // leaving the loop cancels the stream
+    chunks.push(chunk);
+  }
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return new TextDecoder().decode(bytes);
 }
 
 /** Retry-After in seconds (delta-seconds or an HTTP date), capped at 10 minutes; undefined if absent or bad. */

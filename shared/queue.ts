@@ -1,4 +1,5 @@
-// The SQL API of docs/ARCHITECTURE.md, one typed call each. SQL owns every queue rule; these only call it.
+// The SQL API of docs/ARCHITECTURE.md (schema `queue`, not served by the Data API), one typed call each.
+// SQL owns every queue rule; these only call it.
 import type postgres from "postgres";
 import type { Caller, ServiceCaller } from "./auth.ts";
 import { asCaller } from "./db.ts";
@@ -56,7 +57,7 @@ const SERVICE: ServiceCaller = { kind: "service" };
 
 export function enqueueJob(caller: Caller, req: EnqueueRequest): Promise<{ job: Job; created: boolean }> {
   return asCaller(caller, (tx) =>
-    tx`select public.enqueue_job(
+    tx`select queue.enqueue_job(
          p_job_type => ${req.job_type}, p_payload => ${tx.json(req.payload)},
          p_idempotency_key => ${req.idempotency_key ?? null}, p_priority => ${req.priority ?? null},
          p_run_at => ${req.run_at ?? null}::timestamptz, p_renderer => ${req.renderer ?? null}) as result`);
@@ -65,33 +66,33 @@ export function enqueueJob(caller: Caller, req: EnqueueRequest): Promise<{ job: 
 export function cancelJob(caller: Caller, jobId: string, reason?: string): Promise<CancelOutcome> {
   return asCaller(
     caller,
-    (tx) => tx`select public.cancel_job(p_job_id => ${jobId}::uuid, p_reason => ${reason ?? null}) as result`,
+    (tx) => tx`select queue.cancel_job(p_job_id => ${jobId}::uuid, p_reason => ${reason ?? null}) as result`,
   );
 }
 
 /** Admin: a failed job goes back to the queue (VQ409 unless failed, VQ403 for non-admins). */
 export function retryJob(caller: Caller, jobId: string): Promise<Job> {
-  return asCaller(caller, (tx) => tx`select public.retry_job(p_job_id => ${jobId}::uuid) as result`);
+  return asCaller(caller, (tx) => tx`select queue.retry_job(p_job_id => ${jobId}::uuid) as result`);
 }
 
 export function getJob(caller: Caller, jobId: string): Promise<Job> {
-  return asCaller(caller, (tx) => tx`select public.get_job(p_job_id => ${jobId}::uuid) as result`);
+  return asCaller(caller, (tx) => tx`select queue.get_job(p_job_id => ${jobId}::uuid) as result`);
 }
 
 export function listJobs(caller: Caller, status?: string, limit?: number): Promise<Job[]> {
   return asCaller(
     caller,
     (tx) =>
-      tx`select public.list_jobs(p_status => ${status ?? null}, p_limit => ${limit ?? 50}::int) as result`,
+      tx`select queue.list_jobs(p_status => ${status ?? null}, p_limit => ${limit ?? 50}::int) as result`,
   );
 }
 
 export function getQueueStats(caller: Caller): Promise<Stats> {
-  return asCaller(caller, (tx) => tx`select public.get_queue_stats() as result`);
+  return asCaller(caller, (tx) => tx`select queue.get_queue_stats() as result`);
 }
 
 export function getQueueMetrics(caller: Caller): Promise<QueueMetrics> {
-  return asCaller(caller, (tx) => tx`select public.get_queue_metrics() as result`);
+  return asCaller(caller, (tx) => tx`select queue.get_queue_metrics() as result`);
 }
 
 // The seed's queue-utils names, kept as thin reads of what SQL computes.
@@ -114,17 +115,17 @@ export async function isPeakHour(caller: Caller = SERVICE): Promise<boolean> {
 // The worker's calls (service_role) -----------------------------------------------------------------------
 
 export function recoverExpiredAttempts(): Promise<RecoveredAttempt[]> {
-  return asCaller(SERVICE, (tx) => tx`select public.recover_expired_attempts() as result`);
+  return asCaller(SERVICE, (tx) => tx`select queue.recover_expired_attempts() as result`);
 }
 
 export function claimJobs(workerId: string): Promise<Claim[]> {
-  return asCaller(SERVICE, (tx) => tx`select public.claim_jobs(p_worker_id => ${workerId}) as result`);
+  return asCaller(SERVICE, (tx) => tx`select queue.claim_jobs(p_worker_id => ${workerId}) as result`);
 }
 
 export function releaseJob(jobId: string, attempt: number): Promise<Job> {
   return asCaller(
     SERVICE,
-    (tx) => tx`select public.release_job(p_job_id => ${jobId}::uuid, p_attempt => ${attempt}::int) as result`,
+    (tx) => tx`select queue.release_job(p_job_id => ${jobId}::uuid, p_attempt => ${attempt}::int) as result`,
   );
 }
 
@@ -138,7 +139,7 @@ export function reportProgress(
   return asCaller(
     SERVICE,
     (tx) =>
-      tx`select public.report_progress(p_job_id => ${jobId}::uuid, p_attempt => ${attempt}::int,
+      tx`select queue.report_progress(p_job_id => ${jobId}::uuid, p_attempt => ${attempt}::int,
          p_token => ${token}, p_stage => ${stage}, p_progress => ${progress}::int) as result`,
   );
 }
@@ -152,7 +153,7 @@ export function completeJob(
   return asCaller(
     SERVICE,
     (tx) =>
-      tx`select public.complete_job(p_job_id => ${jobId}::uuid, p_attempt => ${attempt}::int,
+      tx`select queue.complete_job(p_job_id => ${jobId}::uuid, p_attempt => ${attempt}::int,
          p_token => ${token}, p_result => ${tx.json(result as postgres.JSONValue)}) as result`,
   );
 }
@@ -167,7 +168,7 @@ export function failJob(
   return asCaller(
     SERVICE,
     (tx) =>
-      tx`select public.fail_job(p_job_id => ${jobId}::uuid, p_attempt => ${attempt}::int,
+      tx`select queue.fail_job(p_job_id => ${jobId}::uuid, p_attempt => ${attempt}::int,
          p_token => ${token}, p_error => ${error}, p_retryable => ${retryable}) as result`,
   );
 }
@@ -178,8 +179,8 @@ export async function markEndpointUnhealthy(endpointId: string, cooldownSeconds?
     SERVICE,
     (tx) =>
       cooldownSeconds === undefined
-        ? tx`select public.mark_endpoint_unhealthy(p_endpoint_id => ${endpointId}::uuid) as result`
-        : tx`select public.mark_endpoint_unhealthy(p_endpoint_id => ${endpointId}::uuid,
+        ? tx`select queue.mark_endpoint_unhealthy(p_endpoint_id => ${endpointId}::uuid) as result`
+        : tx`select queue.mark_endpoint_unhealthy(p_endpoint_id => ${endpointId}::uuid,
                                                     p_cooldown_seconds => ${cooldownSeconds}::int) as result`,
   );
 }

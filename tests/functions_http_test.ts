@@ -488,10 +488,11 @@ test("worker: a pass needs a secret key (new or legacy) and answers its counts",
   await setup();
   const user = await mintUser();
   assertError(await http("video-queue-worker", { method: "POST" }), 401, "unauthorized");
+  // A signed-in user is a valid caller asking for what they may not do (API.md): 403, not 401.
   assertError(
     await http("video-queue-worker", { method: "POST", headers: { authorization: `Bearer ${user.token}` } }),
-    401,
-    "unauthorized",
+    403,
+    "forbidden",
   );
   assertError(
     await http("video-queue-worker", { method: "POST", headers: asSecretKey(env.PUBLISHABLE_KEY) }),
@@ -501,7 +502,7 @@ test("worker: a pass needs a secret key (new or legacy) and answers its counts",
   assertError(await http("video-queue-worker", { headers: asSecretKey() }), 405, "method_not_allowed");
 
   // Jobs enqueued in SQL (no kick), then one pass by hand dispatches them.
-  for (const q of ["one", "two"]) await db`select public.enqueue_job('doubt', ${db.json({ question: q })})`;
+  for (const q of ["one", "two"]) await db`select queue.enqueue_job('doubt', ${db.json({ question: q })})`;
   const service = startTestRenderService();
   try {
     await register(service.url);

@@ -125,7 +125,7 @@ Deno.test({
         try {
           while (!finished) {
             rounds++;
-            const [{ claims: got }] = await sql`select public.claim_jobs(${"w" + w}, ${
+            const [{ claims: got }] = await sql`select queue.claim_jobs(${"w" + w}, ${
               1 + Math.floor(r() * 3)
             }) as claims`;
             if (got.length === 0) {
@@ -149,19 +149,19 @@ Deno.test({
               const p = r();
               try {
                 if (p < 0.75) {
-                  await sql`select public.complete_job(${c.job_id}::uuid, ${c.attempt}::int, ${c.callback_token},
+                  await sql`select queue.complete_job(${c.job_id}::uuid, ${c.attempt}::int, ${c.callback_token},
                                                        ${sql.json({ video_url: "v" })}::jsonb)`;
                   outcomes.completed++;
                 } else if (p < 0.88) {
-                  const [{ j }] = await sql`select public.fail_job(${c.job_id}::uuid, ${c.attempt}::int,
+                  const [{ j }] = await sql`select queue.fail_job(${c.job_id}::uuid, ${c.attempt}::int,
                                               ${c.callback_token}, 'flaky', true) as j`;
                   if (j.status === "queued") outcomes.retried++;
                   else outcomes.failed++;
                 } else if (p < 0.93) {
-                  await sql`select public.fail_job(${c.job_id}::uuid, ${c.attempt}::int, ${c.callback_token}, 'bad', false)`;
+                  await sql`select queue.fail_job(${c.job_id}::uuid, ${c.attempt}::int, ${c.callback_token}, 'bad', false)`;
                   outcomes.failed++;
                 } else {
-                  await sql`select public.release_job(${c.job_id}::uuid, ${c.attempt}::int)`;
+                  await sql`select queue.release_job(${c.job_id}::uuid, ${c.attempt}::int)`;
                   outcomes.released++;
                 }
               } catch (e) {
@@ -223,7 +223,7 @@ Deno.test({
               Math.floor(r() * JOBS)
             } limit 1`;
             try {
-              await sql`select public.cancel_job(${row.id}::uuid, 'race')`;
+              await sql`select queue.cancel_job(${row.id}::uuid, 'race')`;
               cancelled.add(row.id);
             } catch (e) {
               if (vqCode(e) !== "VQ409") throw e;
@@ -304,13 +304,13 @@ Deno.test({
         const [{ id }] =
           await admin`insert into public.jobs (job_type, status, payload) values ('doubt', 'queued', '{}')
                                      returning id`;
-        const [{ c }] = await admin`select public.claim_jobs('racer', 1) -> 0 as c`;
+        const [{ c }] = await admin`select queue.claim_jobs('racer', 1) -> 0 as c`;
         assert.equal(c.job_id, id);
         const [done, cancel] = await Promise.allSettled([
-          a`select public.complete_job(${id}::uuid, ${c.attempt}::int, ${c.callback_token}, ${
+          a`select queue.complete_job(${id}::uuid, ${c.attempt}::int, ${c.callback_token}, ${
             a.json({ video_url: "v" })
           }::jsonb) as j`,
-          b`select public.cancel_job(${id}::uuid, 'race') as r`,
+          b`select queue.cancel_job(${id}::uuid, 'race') as r`,
         ]);
         const [{ status }] = await admin`select status from public.jobs where id = ${id}`;
         if (done.status === "fulfilled") {
@@ -334,8 +334,8 @@ Deno.test({
           await admin`insert into public.jobs (job_type, status, payload) values ('daily_ca', 'queued', '{}')
                                      returning id`;
         const [claim, cancel] = await Promise.all([
-          a`select public.claim_jobs('racer', 1) as c`,
-          b`select public.cancel_job(${id}::uuid, 'race') as r`,
+          a`select queue.claim_jobs('racer', 1) as c`,
+          b`select queue.cancel_job(${id}::uuid, 'race') as r`,
         ]);
         const got = claim[0].c as { job_id: string; attempt: number; callback_token: string }[];
         const ca = cancel[0].r.cancelled_attempt;
@@ -348,7 +348,7 @@ Deno.test({
           assert.equal(got[0].job_id, id);
           assert.deepEqual(ca?.attempt, 1, "claimed first: the cancel fences attempt 1");
           await assert.rejects(
-            a`select public.complete_job(${id}::uuid, 1, ${got[0].callback_token}, ${
+            a`select queue.complete_job(${id}::uuid, 1, ${got[0].callback_token}, ${
               a.json({ video_url: "v" })
             }::jsonb)`,
             (e) => vqCode(e) === "VQ409",

@@ -7,7 +7,9 @@
 -- platform's names and signatures so the migrations run unchanged on both;
 -- the migrations must not depend on anything here that Supabase lacks.
 --
---   roles      anon, authenticated, service_role (as on Supabase)
+--   roles      anon, authenticated, service_role, and authenticator (the Data API's
+--              login role, which may switch to the three), with the default privileges
+--              a hosted project grants in `public` and its exposed-schema setting
 --   auth       auth.users (a minimal stand-in), auth.uid(), auth.jwt(), auth.role()
 --   vault      vault.secrets, vault.create_secret(), vault.update_secret(),
 --              vault.decrypted_secrets  -- NOT encrypted locally
@@ -32,6 +34,31 @@ begin
 end $$;
 grant anon, authenticated, service_role to postgres;
 grant usage on schema public to anon, authenticated, service_role;
+
+-- PostgREST (the Data API) logs in as `authenticator` and switches, per request, to the role the
+-- caller's JWT names. Any role it can switch to is reachable over /rest/v1 with a user's token.
+do $$
+begin
+  if not exists (select 1 from pg_roles where rolname = 'authenticator') then
+    create role authenticator login noinherit;
+  end if;
+end $$;
+grant anon, authenticated, service_role to authenticator;
+
+-- What a hosted project grants by default: every new table, sequence and function in `public` is
+-- usable by the API roles unless a migration revokes it. The migrations must be safe on top of this.
+alter default privileges for role postgres in schema public grant all on tables to anon, authenticated, service_role;
+alter default privileges for role postgres in schema public grant all on sequences to anon, authenticated, service_role;
+alter default privileges for role postgres in schema public grant all on functions to anon, authenticated, service_role;
+alter role anon set statement_timeout = '3s';
+alter role authenticated set statement_timeout = '8s';
+
+-- The schemas PostgREST serves (Supabase's default `api.schemas`). PostgREST reads it from the
+-- authenticator role; Supabase's lints (`supabase db advisors`) read it from the session.
+create schema if not exists graphql_public;
+grant usage on schema graphql_public to anon, authenticated, service_role;
+alter role authenticator set pgrst.db_schemas = 'public, graphql_public';
+alter database postgres set pgrst.db_schemas = 'public, graphql_public';
 
 create schema if not exists extensions;
 grant usage on schema extensions to anon, authenticated, service_role;
