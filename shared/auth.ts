@@ -10,6 +10,7 @@ import {
   type JWTVerifyGetKey,
 } from "jose";
 import { HttpError } from "./errors.ts";
+import { jsonIssues } from "./schemas.ts";
 
 export type UserCaller = {
   kind: "user";
@@ -30,9 +31,16 @@ export async function authenticate(req: Request): Promise<Caller> {
   return await verifyUserToken(token);
 }
 
-/** Only a secret key holder: the worker trigger and operators. */
+/**
+ * Only a secret key holder: the worker trigger and operators. A signed-in user is a valid caller who may
+ * not do this (403); anyone else has not proven who they are (401).
+ */
 export async function requireSecretKey(req: Request): Promise<ServiceCaller> {
   if (await hasSecretKey(req)) return { kind: "service" };
+  const token = bearerToken(req);
+  if (token && await verifyUserToken(token).then(() => true, () => false)) {
+    throw new HttpError(403, "Only a secret key may run a worker pass; a user access token may not.");
+  }
   throw new HttpError(401, "Send a secret key in the apikey header.");
 }
 
@@ -42,7 +50,21 @@ export function bearerToken(req: Request): string | undefined {
   return match?.[1];
 }
 
-/** Verifies a Supabase Auth access token and returns the user it names; anything wrong is 401. */
+/** The audience Supabase Auth puts in user access tokens. */
+const USER_AUDIENCE = "authenticated";
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The issuer of this project's user access tokens: `${SUPABASE_URL}/auth/v1`, as Supabase Auth sets `iss`. */
+function userTokenIssuer(): string {
+  const url = Deno.env.get("SUPABASE_URL");
+  if (!url) throw new Error("SUPABASE_URL is not set: no issuer to check user tokens against");
+  return `${url.replace(/\/+$/, "")}/auth/v1`;
+}
+
+/**
+ * Verifies a Supabase Auth access token of this project (signature, `exp`, `iss`, `aud`) and returns the
+ * user it names; anything wrong is 401.
+ */
 export async function verifyUserToken(token: string): Promise<UserCaller> {
   let claims: JWTPayload;
   try {
@@ -50,7 +72,11 @@ export async function verifyUserToken(token: string): Promise<UserCaller> {
     // shared secret, asymmetric algorithms only with the published keys.
     const { alg } = decodeProtectedHeader(token);
     const secret = Deno.env.get("SUPABASE_JWT_SECRET");
-    const options = { requiredClaims: ["sub", "exp"] };
+    const options = {
+      requiredClaims: ["sub", "exp", "iss", "aud"],
+      issuer: userTokenIssuer(),
+      audience: USER_AUDIENCE,
+    };
     ({ payload: claims } = alg === "HS256" && secret
       ? await jwtVerify(token, new TextEncoder().encode(secret), { ...options, algorithms: ["HS256"] })
       : await jwtVerify(token, signingKeys(), { ...options, algorithms: ["ES256", "RS256"] }));
@@ -63,7 +89,11 @@ export async function verifyUserToken(token: string): Promise<UserCaller> {
         : "The access token is not valid; sign in again.",
     );
   }
-  if (claims.role !== "authenticated" || typeof claims.sub !== "string" || claims.sub === "") {
+  // SQL reads the claims back as jsonb and `sub` as a uuid (auth.uid()): anything else could not get there.
+  if (
+    claims.role !== "authenticated" || typeof claims.sub !== "string" || !UUID.test(claims.sub) ||
+    jsonIssues(claims, [], 1).length > 0
+  ) {
     throw new HttpError(401, "Use the access token of a signed-in user.");
   }
   const appMetadata = claims.app_metadata as { queue_role?: unknown } | undefined;

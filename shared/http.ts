@@ -60,7 +60,8 @@ export function json(body: unknown, status = 200, headers: Record<string, string
 
 /**
  * Reads a JSON request body: 415 unless it is declared JSON, 413 when it is over MAX_BODY_BYTES
- * (by Content-Length, and while reading, since a chunked body has none), 400 when it does not parse.
+ * (by Content-Length, and while reading, since a chunked body has none), 400 when it is not UTF-8 JSON
+ * or breaks off before its end.
  */
 export async function readJson(req: Request): Promise<unknown> {
   const type = req.headers.get("content-type") ?? "";
@@ -68,11 +69,12 @@ export async function readJson(req: Request): Promise<unknown> {
     throw new HttpError(415, "Send the body as JSON with Content-Type: application/json.");
   }
   if (Number(req.headers.get("content-length") ?? 0) > MAX_BODY_BYTES) throw tooLarge();
-  const text = new TextDecoder().decode(await readLimited(req.body));
+  const bytes = await readLimited(req.body);
   try {
-    return JSON.parse(text);
+    // fatal: bytes that are not UTF-8 are refused, not silently replaced with U+FFFD
+    return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
   } catch {
-    throw new HttpError(400, "The body is not valid JSON.");
+    throw new HttpError(400, "The body is not valid UTF-8 JSON.");
   }
 }
 
@@ -80,10 +82,16 @@ async function readLimited(body: ReadableStream<Uint8Array> | null): Promise<Uin
   if (!body) return new Uint8Array();
   const chunks: Uint8Array[] = [];
   let size = 0;
-  for await (const chunk of body) {
-    size += chunk.byteLength;
-    if (size > MAX_BODY_BYTES) throw tooLarge(); // leaving the loop cancels the stream
-    chunks.push(chunk);
+  try {
+    for await (const chunk of body) {
+      size += chunk.byteLength;
+      if (size > MAX_BODY_BYTES) throw tooLarge(); // leaving the loop cancels the stream
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    if (err instanceof HttpError) throw err;
+    // The client broke the framing: fewer bytes than its Content-Length, a bad chunk, a dropped connection.
+    throw new HttpError(400, "The body could not be read in full; send the whole body again.");
   }
   const bytes = new Uint8Array(size);
   let offset = 0;

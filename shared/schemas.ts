@@ -1,4 +1,6 @@
 // Request shapes (API.md "Endpoints"). Validation of form only: what a value means is SQL's business.
+// Form includes what Postgres cannot take at all: every value that reaches SQL is checked here first, so
+// hostile input is a 400 naming the field, never a failed statement (a 500).
 import { z } from "zod";
 
 export const JOB_TYPES = ["doubt", "topic_short", "daily_ca"] as const;
@@ -7,28 +9,107 @@ export const RENDERERS = ["manim", "revideo", "orchestrator"] as const;
 export const JOB_STATUSES = ["queued", "processing", "completed", "failed", "cancelled"] as const;
 export const MAX_LIST_LIMIT = 200;
 
+/** Largest value of Postgres `integer`, the type of attempt numbers. */
+export const MAX_INT4 = 2_147_483_647;
+/** How far ahead `run_at` may lie (job_wait_estimate counts the seconds until it as an `integer`). */
+export const MAX_RUN_AT_DAYS_AHEAD = 365;
+/** Deepest nesting of objects and arrays inside a loose JSON object (a callback's `result`). */
+export const MAX_JSON_DEPTH = 32;
+
+// Text ------------------------------------------------------------------------------------------------------
+
+/**
+ * Whether Postgres can store `s` as sent: `text` and `jsonb` refuse NUL (U+0000), and a lone UTF-16
+ * surrogate has no UTF-8 form (jsonb refuses its escape; text would silently get U+FFFD instead).
+ */
+export function isSafeText(s: string): boolean {
+  return !s.includes("\u0000") && s.isWellFormed();
+}
+
+const UNSAFE = "must not contain NUL (\\u0000) characters or unpaired UTF-16 surrogates.";
+const UNSAFE_TEXT = `Text ${UNSAFE}`;
+
+/** A string that Postgres can store as sent; every string field of every request is one. */
+export const safeText = () => z.string().refine(isSafeText, { error: UNSAFE_TEXT, abort: true });
+
+export type JsonIssue = { path: (string | number)[]; message: string };
+
+/**
+ * What Postgres would refuse in a JSON value that no schema describes field by field: keys or strings
+ * that are not safe text, and nesting deeper than MAX_JSON_DEPTH (jsonb's parser recurses). Iterative,
+ * so no input is too deep to check; at most `limit` issues.
+ */
+export function jsonIssues(value: unknown, basePath: (string | number)[] = [], limit = 10): JsonIssue[] {
+  const issues: JsonIssue[] = [];
+  const stack: { value: unknown; path: (string | number)[]; depth: number }[] = [
+    { value, path: basePath, depth: 0 },
+  ];
+  while (stack.length > 0 && issues.length < limit) {
+    const { value, path, depth } = stack.pop()!;
+    if (typeof value === "string") {
+      if (!isSafeText(value)) issues.push({ path, message: UNSAFE_TEXT });
+    } else if (typeof value === "object" && value !== null) {
+      if (depth >= MAX_JSON_DEPTH) {
+        issues.push({ path, message: `JSON may nest at most ${MAX_JSON_DEPTH} levels deep.` });
+        continue;
+      }
+      const entries = Array.isArray(value) ? value.entries() : Object.entries(value);
+      for (const [key, item] of entries) {
+        if (typeof key === "string" && !isSafeText(key)) {
+          issues.push({ path: [...path, key], message: `Field names ${UNSAFE}` });
+        }
+        stack.push({ value: item, path: [...path, key], depth: depth + 1 });
+      }
+    }
+  }
+  return issues.slice(0, limit);
+}
+
+/**
+ * A loose object (extra fields kept, as render services send them): the `shape` fields are checked by
+ * their schemas, every other field deeply by jsonIssues.
+ */
+function looseJsonObject<S extends z.core.$ZodLooseShape>(shape: S) {
+  return z.looseObject(shape).superRefine((value, ctx) => {
+    const extra = Object.fromEntries(Object.entries(value).filter(([key]) => !Object.hasOwn(shape, key)));
+    for (const { path, message } of jsonIssues(extra)) ctx.addIssue({ code: "custom", path, message });
+  });
+}
+
+// Shared fields ---------------------------------------------------------------------------------------------
+
 const jobId = z.guid("job_id must be a UUID.");
-const language = z.string().min(1).max(35).optional();
+const language = safeText().min(1).max(35).optional();
+
+/** An ISO 8601 time with an offset, from 1970 on and at most MAX_RUN_AT_DAYS_AHEAD days ahead. */
+const runAt = z.iso.datetime({ offset: true, message: "run_at must be an ISO 8601 time.", abort: true })
+  .refine(
+    (s) => {
+      const at = Date.parse(s);
+      return at >= 0 && at <= Date.now() + MAX_RUN_AT_DAYS_AHEAD * 86_400_000;
+    },
+    { error: `run_at must lie between 1970 and ${MAX_RUN_AT_DAYS_AHEAD} days from now.` },
+  );
 
 // Payloads: one strict schema per job type; unknown fields are rejected.
 export const payloadSchemas = {
-  doubt: z.strictObject({ question: z.string().min(1).max(2000), language }),
+  doubt: z.strictObject({ question: safeText().min(1).max(2000), language }),
   topic_short: z.strictObject({
-    topic: z.string().min(1).max(200),
+    topic: safeText().min(1).max(200),
     duration_seconds: z.int().min(15).max(180).optional(),
     language,
   }),
   daily_ca: z.strictObject({
     date: z.iso.date("date must be YYYY-MM-DD."),
-    headlines: z.array(z.string()).max(20).optional(),
+    headlines: z.array(safeText()).max(20).optional(),
     language,
   }),
 };
 
 const enqueueOptions = {
-  idempotency_key: z.string().min(1).max(128).optional(),
+  idempotency_key: safeText().min(1).max(128).optional(),
   priority: z.enum(PRIORITIES).optional(),
-  run_at: z.iso.datetime({ offset: true, message: "run_at must be an ISO 8601 time." }).optional(),
+  run_at: runAt.optional(),
   renderer: z.enum(RENDERERS).optional(),
 };
 
@@ -45,7 +126,7 @@ export const EnqueueRequest = z.discriminatedUnion("job_type", [
 export type EnqueueRequest = z.infer<typeof EnqueueRequest>;
 
 /** `POST /cancel` */
-export const CancelRequest = z.strictObject({ job_id: jobId, reason: z.string().max(1000).optional() });
+export const CancelRequest = z.strictObject({ job_id: jobId, reason: safeText().max(1000).optional() });
 export type CancelRequest = z.infer<typeof CancelRequest>;
 
 /** `POST /status/retry` (admins) */
@@ -61,29 +142,32 @@ export const StatusQuery = z.strictObject({
 export type StatusQuery = z.infer<typeof StatusQuery>;
 
 // Callbacks come from render services we do not control: extra fields are ignored, not refused.
-const attemptRef = { job_id: jobId, attempt: z.int().min(1) };
+const ATTEMPT = `attempt must be a whole number from 1 to ${MAX_INT4}.`;
+const attemptRef = {
+  job_id: jobId,
+  attempt: z.int({ error: ATTEMPT, abort: true }).min(1, ATTEMPT).max(MAX_INT4, ATTEMPT),
+};
+
+/** What a render service reports as the finished video: `video_url` and whatever else it adds. */
+const renderResult = looseJsonObject({ video_url: safeText().min(1) });
 
 /** `POST /video-queue-worker/events` */
 export const RenderEvent = z.discriminatedUnion("type", [
   z.object({
     ...attemptRef,
     type: z.literal("progress"),
-    stage: z.string().min(1).max(100).optional(),
+    stage: safeText().min(1).max(100).optional(),
     progress: z.number().min(0).max(100).transform(Math.round),
   }),
-  z.object({
-    ...attemptRef,
-    type: z.literal("completed"),
-    result: z.looseObject({ video_url: z.string().min(1) }),
-  }),
+  z.object({ ...attemptRef, type: z.literal("completed"), result: renderResult }),
   z.object({
     ...attemptRef,
     type: z.literal("failed"),
-    error: z.string().min(1).max(2000),
+    error: safeText().min(1).max(2000),
     retryable: z.boolean().default(true),
   }),
 ], { error: "type must be one of progress, completed, failed." });
 export type RenderEvent = z.infer<typeof RenderEvent>;
 
 /** A render service's synchronous `200` answer: the finished result. */
-export const RenderResult = z.object({ result: z.looseObject({ video_url: z.string().min(1) }) });
+export const RenderResult = z.object({ result: renderResult });

@@ -5,6 +5,7 @@ import { exportJWK, generateKeyPair, type JWK, SignJWT } from "jose";
 import { z } from "zod";
 import {
   authenticate,
+  CancelRequest,
   type Claim,
   closeDb,
   dispatchBody,
@@ -12,10 +13,16 @@ import {
   EnqueueRequest,
   errorResponse,
   HttpError,
+  isSafeText,
+  jsonIssues,
   MAX_BODY_BYTES,
+  MAX_INT4,
+  MAX_JSON_DEPTH,
+  MAX_RUN_AT_DAYS_AHEAD,
   PermanentRenderError,
   prometheusText,
   RenderEvent,
+  RenderResult,
   RetryableRenderError,
   StatusQuery,
   toHttpError,
@@ -38,6 +45,10 @@ const JWT_SECRET = "legacy-jwt-secret-with-at-least-32-characters";
 const SECRET_KEY = "sb_secret_unit_test_key";
 const SERVICE_ROLE_KEY = "legacy-service-role-key";
 
+/** SUPABASE_URL of the unit tests (a trailing slash, as operators sometimes write it, is trimmed). */
+const PROJECT_URL = "https://project.example/";
+const ISSUER = "https://project.example/auth/v1";
+
 /** The environment the functions get, for this test only (Deno.env is process-wide). */
 async function withEnv(fn: () => Promise<void>, overrides: Record<string, string | undefined> = {}) {
   const vars: Record<string, string | undefined> = {
@@ -45,7 +56,9 @@ async function withEnv(fn: () => Promise<void>, overrides: Record<string, string
     SUPABASE_JWT_SECRET: JWT_SECRET,
     SUPABASE_SECRET_KEYS: JSON.stringify({ default: SECRET_KEY }),
     SUPABASE_SERVICE_ROLE_KEY: SERVICE_ROLE_KEY,
-    SUPABASE_URL: undefined, // no worker kicks from unit tests
+    // The project URL: user tokens must come from its Auth (iss). No worker kick is ever sent: nothing
+    // here reaches a successful enqueue or callback (the database is unreachable).
+    SUPABASE_URL: PROJECT_URL,
     SUPABASE_DB_URL: "postgres://postgres@127.0.0.1:1/postgres", // nothing listens there
     ...overrides,
   };
@@ -61,7 +74,14 @@ async function withEnv(fn: () => Promise<void>, overrides: Record<string, string
   }
 }
 
-const userClaims = { sub: crypto.randomUUID(), role: "authenticated", app_metadata: { provider: "email" } };
+/** What Supabase Auth puts in a user's access token (iat and exp are set by sign()). */
+const userClaims = {
+  sub: crypto.randomUUID(),
+  role: "authenticated",
+  iss: ISSUER,
+  aud: "authenticated",
+  app_metadata: { provider: "email" },
+};
 
 async function sign(
   key: CryptoKey | Uint8Array,
@@ -184,6 +204,131 @@ Deno.test("schemas: status query and render events", () => {
     retryable: true,
   });
   assert.equal(RenderEvent.safeParse({ ...ref, type: "progress", progress: 101 }).success, false);
+});
+
+/** The fields a failed parse names in its details (as the error body lists them). */
+function failingFields(result: { error?: unknown }): string[] {
+  assert.ok(result.error, "expected the parse to fail");
+  return (toHttpError(result.error).details as { field: string }[]).map((d) => d.field);
+}
+
+const BAD_TEXT = [
+  ["NUL", "a\u0000b"],
+  ["lone high surrogate", "a\ud800b"],
+  ["lone low surrogate", "\udc00"],
+  [
+    "high surrogate at the end",
+    "abc\udbff",
+  ],
+] as const;
+
+Deno.test("schemas: NUL and lone surrogates are refused in every string field, each named in details", () => {
+  const ref = { job_id: crypto.randomUUID(), attempt: 1 };
+  for (const [why, bad] of BAD_TEXT) {
+    const cases: [{ safeParse(v: unknown): { error?: unknown } }, unknown, string][] = [
+      [EnqueueRequest, { job_type: "doubt", payload: { question: bad } }, "payload.question"],
+      [EnqueueRequest, { ...validDoubt, payload: { question: "q", language: bad } }, "payload.language"],
+      [EnqueueRequest, { job_type: "topic_short", payload: { topic: bad } }, "payload.topic"],
+      [
+        EnqueueRequest,
+        { job_type: "daily_ca", payload: { date: "2026-03-01", headlines: ["fine", bad] } },
+        "payload.headlines.1",
+      ],
+      [EnqueueRequest, { ...validDoubt, idempotency_key: bad }, "idempotency_key"],
+      [CancelRequest, { job_id: ref.job_id, reason: bad }, "reason"],
+      [RenderEvent, { ...ref, type: "progress", stage: bad, progress: 5 }, "stage"],
+      [RenderEvent, { ...ref, type: "failed", error: bad }, "error"],
+      [RenderEvent, { ...ref, type: "completed", result: { video_url: bad } }, "result.video_url"],
+      [
+        RenderEvent,
+        {
+          ...ref,
+          type: "completed",
+          result: { video_url: "https://v/1.mp4", meta: { tags: ["x", { t: bad }] } },
+        },
+        "result.meta.tags.1.t",
+      ],
+      [
+        RenderEvent,
+        { ...ref, type: "completed", result: { video_url: "https://v/1.mp4", [`key${bad}`]: 1 } },
+        `result.key${bad}`,
+      ],
+      [RenderResult, { result: { video_url: "https://v/1.mp4", note: bad } }, "result.note"],
+    ];
+    for (const [schema, body, field] of cases) {
+      assert.deepEqual(failingFields(schema.safeParse(body)), [field], `${why} in ${field}`);
+    }
+  }
+  // Well-formed text of any script, emoji (surrogate pairs) included, is fine.
+  assert.ok(
+    EnqueueRequest.safeParse({ job_type: "doubt", payload: { question: "क्या है? 😀 ½ \ufeff" } }).success,
+  );
+  assert.ok(isSafeText("😀") && !isSafeText("\ud83d") && !isSafeText("\u0000"));
+});
+
+Deno.test("schemas: attempt fits Postgres integer; run_at lies between 1970 and 365 days ahead", () => {
+  const ref = { job_id: crypto.randomUUID(), type: "progress", progress: 1 };
+  assert.ok(RenderEvent.safeParse({ ...ref, attempt: MAX_INT4 }).success);
+  for (const attempt of [MAX_INT4 + 1, 2 ** 53, 0, -1, 1.5, "1"]) {
+    assert.deepEqual(failingFields(RenderEvent.safeParse({ ...ref, attempt })), ["attempt"], String(attempt));
+  }
+  const day = 86_400_000;
+  const at = (ms: number) => new Date(ms).toISOString();
+  for (
+    const runAt of [
+      "1970-01-01T00:00:00Z",
+      "2001-05-05T12:00:00+05:30",
+      at(Date.now()),
+      at(Date.now() + (MAX_RUN_AT_DAYS_AHEAD - 1) * day),
+    ]
+  ) assert.ok(EnqueueRequest.safeParse({ ...validDoubt, run_at: runAt }).success, runAt);
+  for (
+    const runAt of [
+      "2100-01-01T00:00:00Z",
+      "9999-12-31T23:59:59Z",
+      "0000-01-01T00:00:00Z",
+      "1969-12-31T23:59:59Z",
+      "1970-01-01T00:00:00+01:00", // 1969 in UTC
+      at(Date.now() + (MAX_RUN_AT_DAYS_AHEAD + 1) * day),
+    ]
+  ) {
+    assert.deepEqual(
+      failingFields(EnqueueRequest.safeParse({ ...validDoubt, run_at: runAt })),
+      ["run_at"],
+      runAt,
+    );
+  }
+});
+
+Deno.test("schemas: a callback's loose result is checked to any depth; nesting past MAX_JSON_DEPTH is refused", () => {
+  const ref = { job_id: crypto.randomUUID(), attempt: 1, type: "completed" };
+  const nested = (depth: number, leaf: unknown = "ok") => {
+    let value = leaf;
+    for (let i = 0; i < depth; i++) value = { n: value };
+    return value;
+  };
+  const extras = { file_size: 1, duration_seconds: 5.5, resolution: "1080x1920", tags: ["a"], meta: null };
+  assert.ok(RenderEvent.safeParse({ ...ref, result: { video_url: "https://v/1.mp4", ...extras } }).success);
+  // the result itself is level 0: MAX_JSON_DEPTH - 1 more objects below `deep` still pass
+  assert.ok(
+    RenderEvent.safeParse({ ...ref, result: { video_url: "u", deep: nested(MAX_JSON_DEPTH - 1) } }).success,
+  );
+  const tooDeep = failingFields(
+    RenderEvent.safeParse({ ...ref, result: { video_url: "u", deep: nested(MAX_JSON_DEPTH) } }),
+  );
+  assert.equal(tooDeep.length, 1);
+  assert.match(tooDeep[0], /^result\.deep(\.n)+$/);
+  const unsafeLeaf = failingFields(
+    RenderEvent.safeParse({ ...ref, result: { video_url: "u", d: nested(5, "\u0000") } }),
+  );
+  assert.deepEqual(unsafeLeaf, ["result.d.n.n.n.n.n"]);
+
+  // jsonIssues walks without recursion: a value far deeper than the call stack is checked, not a crash.
+  let deep: unknown = [];
+  for (let i = 0; i < 200_000; i++) deep = [deep];
+  assert.equal(jsonIssues(deep).length, 1);
+  // and it stops after `limit` issues, whatever the size
+  assert.equal(jsonIssues(Array(1000).fill("\u0000"), [], 10).length, 10);
 });
 
 // Error mapping -------------------------------------------------------------------------------------------
@@ -339,7 +484,7 @@ Deno.test("auth: forged, expired, alg none, wrong role, missing sub are all 401"
     );
     await authFails(
       request("/status", {
-        token: await sign(es256.privateKey, { alg: "ES256", kid: "es-1" }, { role: "authenticated" }),
+        token: await sign(es256.privateKey, { alg: "ES256", kid: "es-1" }, { ...userClaims, sub: undefined }),
       }),
       "no sub",
     );
@@ -372,6 +517,93 @@ Deno.test("auth: secret keys (apikey or Bearer, new or legacy) make the caller s
     assert.equal((await authenticate(request("/status", { apikey: SERVICE_ROLE_KEY }))).kind, "service");
     await authFails(request("/status", { apikey: SECRET_KEY + "x" }), "wrong secret key");
     await authFails(request("/status", { apikey: SECRET_KEY.slice(0, -1) }), "prefix of a secret key");
+  }));
+
+Deno.test("auth: iss must be SUPABASE_URL/auth/v1 and aud authenticated, as Supabase Auth issues them", () =>
+  withEnv(async () => {
+    const es = (claims: Record<string, unknown>) =>
+      sign(es256.privateKey, { alg: "ES256", kid: "es-1" }, claims);
+    const hs = (claims: Record<string, unknown>) =>
+      sign(new TextEncoder().encode(JWT_SECRET), { alg: "HS256" }, claims);
+    for (const mint of [es, hs]) {
+      assert.equal((await authenticate(request("/status", { token: await mint(userClaims) }))).kind, "user");
+      for (
+        const [why, claims] of [
+          ["another project's issuer", { ...userClaims, iss: "https://other.example/auth/v1" }],
+          ["the project URL without /auth/v1", { ...userClaims, iss: "https://project.example" }],
+          ["an issuer with the trailing slash kept", {
+            ...userClaims,
+            iss: "https://project.example//auth/v1",
+          }],
+          ["no issuer", { ...userClaims, iss: undefined }],
+          ["the anon audience", { ...userClaims, aud: "anon" }],
+          ["no audience", { ...userClaims, aud: undefined }],
+        ] as const
+      ) await authFails(request("/status", { token: await mint(claims) }), `${mint.name}: ${why}`);
+    }
+    // Without a trailing slash in SUPABASE_URL the issuer is the same; without SUPABASE_URL no token passes.
+    const token = await es(userClaims);
+    await withEnv(async () => {
+      assert.equal((await authenticate(request("/status", { token }))).kind, "user");
+    }, { SUPABASE_URL: "https://project.example" });
+    await withEnv(() => authFails(request("/status", { token }), "no SUPABASE_URL"), {
+      SUPABASE_URL: undefined,
+    });
+  }));
+
+Deno.test("auth: a sub that is not a UUID, or claims SQL could not read back (NUL, lone surrogate), are 401", () =>
+  withEnv(async () => {
+    const es = (claims: Record<string, unknown>) =>
+      sign(es256.privateKey, { alg: "ES256", kid: "es-1" }, claims);
+    for (
+      const [why, claims] of [
+        ["sub not a UUID", { ...userClaims, sub: "user-42" }],
+        ["sub empty", { ...userClaims, sub: "" }],
+        ["sub a UUID with more", { ...userClaims, sub: `${userClaims.sub}x` }],
+        ["sub a number", { ...userClaims, sub: 42 }],
+        ["NUL in a claim", { ...userClaims, email: "a\u0000@example.test" }],
+        ["lone surrogate in app_metadata", { ...userClaims, app_metadata: { provider: "\ud800" } }],
+      ] as const
+    ) {
+      const res = await enqueue(postJson("/enqueue", validDoubt, { token: await es(claims) }));
+      assert.equal(res.status, 401, why);
+      await assertError(res, 401, "unauthorized");
+    }
+    // Upper case is still a UUID (Postgres reads it the same).
+    const upper = await es({ ...userClaims, sub: userClaims.sub.toUpperCase() });
+    assert.equal((await authenticate(request("/status", { token: upper }))).kind, "user");
+  }));
+
+Deno.test("auth: the worker pass answers a signed-in user's token with 403, anything else without a secret key with 401", () =>
+  withEnv(async () => {
+    const pass = (init: { token?: string; apikey?: string }) =>
+      worker(request("/video-queue-worker", { method: "POST", ...init }));
+    await assertError(await pass({ token: await userToken() }), 403, "forbidden");
+    const admin = await sign(rs256.privateKey, { alg: "RS256", kid: "rs-1" }, {
+      ...userClaims,
+      app_metadata: { queue_role: "admin" },
+    });
+    await assertError(await pass({ token: admin }), 403, "forbidden");
+    await assertError(
+      await pass({ token: await sign(new TextEncoder().encode(JWT_SECRET), { alg: "HS256" }) }),
+      403,
+      "forbidden",
+    );
+    for (
+      const [why, init] of [
+        ["no credential", {}],
+        ["garbage", { token: "not.a.jwt" }],
+        ["forged", { token: await sign(stranger.privateKey, { alg: "ES256", kid: "es-1" }) }],
+        ["wrong issuer", {
+          token: await sign(es256.privateKey, { alg: "ES256", kid: "es-1" }, { ...userClaims, iss: "x" }),
+        }],
+        ["expired", {
+          token: await sign(es256.privateKey, { alg: "ES256", kid: "es-1" }, userClaims, 1),
+        }],
+        ["a user token as apikey", { apikey: await userToken() }],
+        ["wrong secret key", { apikey: `${SECRET_KEY}x` }],
+      ] as const
+    ) await assertError(await pass(init), 401, "unauthorized").catch((e) => assert.fail(`${why}: ${e}`));
   }));
 
 // HTTP behaviour of the handlers (no database reached) ---------------------------------------------------
@@ -418,12 +650,6 @@ Deno.test("http: no credential or a bad one is 401 before the body is looked at"
     );
     await assertError(await status(request("/status")), 401, "unauthorized");
     await assertError(await status(request("/status/metrics", { token: "x" })), 401, "unauthorized");
-    // A user token is no secret key: the worker pass refuses it.
-    await assertError(
-      await worker(request("/video-queue-worker", { method: "POST", token: await userToken() })),
-      401,
-      "unauthorized",
-    );
     await assertError(
       await worker(
         postJson("/video-queue-worker/events", {
@@ -492,6 +718,76 @@ Deno.test("http: 415 for non-JSON, 413 over the limit (declared or streamed), 40
       400,
       "invalid_request",
     );
+  }));
+
+Deno.test("http: hostile values are 400 naming the field before any SQL runs (SQL would answer 503 here)", () =>
+  withEnv(async () => {
+    const token = await userToken();
+    const ref = { job_id: crypto.randomUUID(), attempt: 1 };
+    const cases: [(req: Request) => Promise<Response>, string, unknown, string][] = [
+      [enqueue, "/enqueue", { job_type: "doubt", payload: { question: "a\u0000b" } }, "payload.question"],
+      [enqueue, "/enqueue", { ...validDoubt, idempotency_key: "\ud800" }, "idempotency_key"],
+      [enqueue, "/enqueue", { ...validDoubt, run_at: "2100-01-01T00:00:00Z" }, "run_at"],
+      [enqueue, "/enqueue", { ...validDoubt, run_at: "0000-01-01T00:00:00Z" }, "run_at"],
+      [cancel, "/cancel", { job_id: ref.job_id, reason: "\u0000" }, "reason"],
+      [
+        worker,
+        "/video-queue-worker/events",
+        { ...ref, attempt: 2147483648, type: "progress", progress: 1 },
+        "attempt",
+      ],
+      [
+        worker,
+        "/video-queue-worker/events",
+        { ...ref, type: "progress", stage: "\u0000", progress: 1 },
+        "stage",
+      ],
+      [worker, "/video-queue-worker/events", { ...ref, type: "failed", error: "\udfff" }, "error"],
+      [
+        worker,
+        "/video-queue-worker/events",
+        { ...ref, type: "completed", result: { video_url: "\ud800" } },
+        "result.video_url",
+      ],
+      [
+        worker,
+        "/video-queue-worker/events",
+        { ...ref, type: "completed", result: { video_url: "u", extra: { a: ["\u0000"] } } },
+        "result.extra.a.0",
+      ],
+    ];
+    for (const [handle, path, body, field] of cases) {
+      const error = await assertError(await handle(postJson(path, body, { token })), 400, "invalid_request");
+      assert.deepEqual(error.details.map((d: { field: string }) => d.field), [field], `${path} ${field}`);
+    }
+  }));
+
+Deno.test("http: a body that is not UTF-8, or that breaks off while it is read, is 400", () =>
+  withEnv(async () => {
+    const token = await userToken();
+    const post = (body: BodyInit) =>
+      enqueue(
+        request("/enqueue", { method: "POST", body, headers: { "content-type": "application/json" }, token }),
+      );
+    // '{"job_type":"doubt","payload":{"question":"<bytes>"}}' with bytes that are no UTF-8
+    const json = (bytes: number[]) =>
+      new Uint8Array([
+        ...new TextEncoder().encode('{"job_type":"doubt","payload":{"question":"'),
+        ...bytes,
+        ...new TextEncoder().encode('"}}'),
+      ]);
+    for (const bytes of [[0xff], [0xc0, 0x80], [0xed, 0xa0, 0x80], [0xe2, 0x82]]) {
+      const error = await assertError(await post(json(bytes)), 400, "invalid_request");
+      assert.match(error.message, /UTF-8/);
+    }
+    const broken = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode('{"job_type":"doubt",'));
+        controller.error(new Error("connection reset by peer"));
+      },
+    });
+    const error = await assertError(await post(broken), 400, "invalid_request");
+    assert.doesNotMatch(error.message, /reset by peer/);
   }));
 
 Deno.test("http: an unreachable database is 503 unavailable with Retry-After", () =>

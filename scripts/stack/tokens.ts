@@ -8,6 +8,11 @@ export interface LocalUser {
   token: string;
 }
 
+/** `iss` of this stack's user tokens: `${SUPABASE_URL}/auth/v1`, what Supabase Auth sets and the functions require. */
+export function userTokenIssuer(env: StackEnv): string {
+  return `${env.SUPABASE_URL.replace(/\/+$/, "")}/auth/v1`;
+}
+
 /** Creates a user in auth.users and returns an access token for it (`app_metadata.queue_role` for admins). */
 export async function createUser(
   env: StackEnv,
@@ -30,7 +35,7 @@ export async function createUser(
     session_id: crypto.randomUUID(),
   })
     .setProtectedHeader({ alg: "ES256", kid: jwk.kid, typ: "JWT" })
-    .setIssuer(`${env.API_URL}/auth/v1`)
+    .setIssuer(userTokenIssuer(env))
     .setAudience("authenticated")
     .setIssuedAt(now)
     .setExpirationTime(now + (opts.expiresInSeconds ?? 3600))
