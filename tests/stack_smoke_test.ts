@@ -62,14 +62,16 @@ test("pg_cron runs the queue's worker job: cron → Vault → net.http_post → 
   await db`delete from cron.job_run_details where jobid = ${jobid}`;
   await setQueueCronActive(true);
   try {
-    // pg_cron here runs minute schedules: the next run is at most a minute away.
+    // pg_cron here runs minute schedules: the next run is at most a minute away. A run is `starting`,
+    // then `running`, and ends `succeeded` or `failed`: wait for the end.
     const run = await eventually(
-      "a cron run of video-queue-worker",
+      "a finished cron run of video-queue-worker",
       async () =>
-        (await db`select status from cron.job_run_details where jobid = ${jobid} and status <> 'running'`)[0],
+        (await db`select status, return_message from cron.job_run_details
+                  where jobid = ${jobid} and status in ('succeeded', 'failed')`)[0],
       75_000,
     );
-    assert.equal(run.status, "succeeded");
+    assert.equal(run.status, "succeeded", run.return_message);
     const response = await eventually(
       "the worker's answer to cron",
       async () => (await db`select status_code, content from net._http_response`)[0],

@@ -3,7 +3,11 @@
 //   Postgres 15 cluster (own dir, own port, pg_cron preloaded) ── run as the `postgres` user when we are root
 //   bootstrap.sql: the platform's roles, auth.*, vault.*, net.http_post (local stand-ins)
 //   supabase/migrations: applied by the real Supabase CLI (`supabase db push --db-url`)
-//   platform.ts: the functions gateway (/functions/v1/<name>) + the pg_net sender, one Deno process
+//   platform.ts: the functions gateway (/functions/v1/<name>) + the pg_net sender, one Deno process,
+//                under a supervisor that starts it again when it dies
+//
+// restartPostgres / stopPostgres / startPostgres / killPlatform / waitForPlatform (at the end) break and
+// mend a running stack, for the degradation and chaos tests.
 //
 // Several stacks run side by side: each has its own directory, database port and HTTP port.
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
@@ -11,7 +15,7 @@ import { ensureSystemPackages } from "./setup.ts";
 
 export const PROJECT_ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 const PG_BIN = "/usr/lib/postgresql/15/bin";
-const SUPABASE_CLI = "supabase@3.1.0";
+export const SUPABASE_CLI = "supabase@3.1.0";
 
 export type StackEnv = Record<string, string>;
 
@@ -162,23 +166,8 @@ export async function startStack(opts: StartOptions = {}): Promise<StackEnv> {
   writeEnvFile(`${dir}/env`, env);
 
   log(`starting the functions gateway and pg_net sender on ${apiUrl}`);
-  const parent = opts.exitWithParent ? String(opts.exitWithParent) : "";
-  const deno = Deno.execPath();
-  // setsid: the platform process outlives `deno task stack start`, in its own process group.
-  await run("bash", [
-    "-c",
-    `setsid nohup "${deno}" run -A "${PROJECT_ROOT}/scripts/stack/platform.ts" "${dir}" ${parent} ` +
-    `>> "${dir}/platform.log" 2>&1 < /dev/null &`,
-  ]);
-  await waitFor("the functions gateway", async () => {
-    try {
-      const res = await fetch(`${apiUrl}/health`);
-      await res.body?.cancel();
-      return res.ok;
-    } catch {
-      return false;
-    }
-  });
+  await launchPlatform(dir, opts.exitWithParent);
+  await waitForPlatform(dir);
 
   // What an operator runs once on Supabase (README, "Deploy"): the worker's URL and key for pg_cron.
   await psql(dbUrl, [
@@ -210,11 +199,13 @@ function alive(pid: number): boolean {
 /** Stops the named stack's processes (by their recorded pids) and its Postgres cluster. */
 export async function stopStack(name = "dev"): Promise<void> {
   const dir = stackDir(name);
-  const platformPid = readPid(`${dir}/platform.pid`);
-  if (platformPid && alive(platformPid)) {
-    Deno.kill(platformPid, "SIGTERM");
-    await waitFor("the platform process to exit", () => Promise.resolve(!alive(platformPid)), 10_000)
-      .catch(() => Deno.kill(platformPid, "SIGKILL"));
+  // The supervisor first (it stops its platform child and starts no new one), then whatever is left.
+  for (const file of ["supervisor.pid", "platform.pid"]) {
+    const pid = readPid(`${dir}/${file}`);
+    if (!pid || !alive(pid)) continue;
+    Deno.kill(pid, "SIGTERM");
+    await waitFor(`${file} (${pid}) to exit`, () => Promise.resolve(!alive(pid)), 12_000)
+      .catch(() => Deno.kill(pid, "SIGKILL"));
   }
   await stopCluster(dir);
 }
@@ -227,4 +218,92 @@ export async function stopCluster(dir: string): Promise<void> {
   } catch {
     // no cluster running
   }
+}
+
+// Fault controls for tests and the chaos run: the database and the functions process of the stack in `dir`.
+
+/** Stops the stack's Postgres (fast shutdown: open connections are closed) and waits until it is down. */
+export async function stopPostgres(dir: string): Promise<void> {
+  await run(`${PG_BIN}/pg_ctl`, ["-D", `${dir}/pgdata`, "-m", "fast", "-w", "stop"]);
+}
+
+/** Starts the stack's Postgres again and waits until it accepts connections. */
+export async function startPostgres(dir: string): Promise<void> {
+  await run(`${PG_BIN}/pg_ctl`, ["-D", `${dir}/pgdata`, "-l", `${dir}/postgres.log`, "-w", "start"]);
+  await waitForPostgres(dir);
+}
+
+/** `pg_ctl restart -m fast` (every connection is dropped), then waits until Postgres accepts connections. */
+export async function restartPostgres(dir: string): Promise<void> {
+  await run(`${PG_BIN}/pg_ctl`, [
+    "-D",
+    `${dir}/pgdata`,
+    "-l",
+    `${dir}/postgres.log`,
+    "-m",
+    "fast",
+    "-w",
+    "restart",
+  ]);
+  await waitForPostgres(dir);
+}
+
+/** Resolves once the stack's Postgres accepts connections (pg_isready). */
+export async function waitForPostgres(dir: string, timeoutMs = 30_000): Promise<void> {
+  const url = new URL(readEnvFile(`${dir}/env`).DB_URL);
+  await waitFor("Postgres to accept connections", async () => {
+    const out = await new Deno.Command(`${PG_BIN}/pg_isready`, {
+      args: ["-q", "-h", url.hostname, "-p", url.port, "-U", "postgres", "-d", "postgres"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return out.success;
+  }, timeoutMs);
+}
+
+/** The pid of the stack's platform process (functions gateway + pg_net sender), if it runs. */
+export function platformPid(dir: string): number | undefined {
+  const pid = readPid(`${dir}/platform.pid`);
+  return pid && alive(pid) ? pid : undefined;
+}
+
+/**
+ * SIGKILLs the platform process (the functions gateway + pg_net sender) and returns its pid. Its supervisor
+ * starts a new one; `waitForPlatform(dir, pid)` waits for that.
+ */
+export function killPlatform(dir: string): Promise<number> {
+  const pid = platformPid(dir);
+  if (!pid) return Promise.reject(new Error(`no platform process runs for ${dir}`));
+  Deno.kill(pid, "SIGKILL");
+  return Promise.resolve(pid);
+}
+
+/**
+ * Resolves with the pid of the platform process once its gateway answers /health, from a process other
+ * than `notPid` when given (the one just killed).
+ */
+export async function waitForPlatform(dir: string, notPid?: number, timeoutMs = 30_000): Promise<number> {
+  const apiUrl = readEnvFile(`${dir}/env`).API_URL;
+  let pid: number | undefined;
+  await waitFor("the functions gateway", async () => {
+    try {
+      const res = await fetch(`${apiUrl}/health`, { signal: AbortSignal.timeout(2_000) });
+      const body = await res.json().catch(() => ({}));
+      pid = Number(body.pid) || platformPid(dir);
+      return res.ok && pid !== undefined && pid !== notPid && pid === readPid(`${dir}/platform.pid`);
+    } catch {
+      return false;
+    }
+  }, timeoutMs);
+  return pid!;
+}
+
+/** Starts the platform's supervisor (platform.ts) in its own session, so it outlives `deno task stack start`. */
+async function launchPlatform(dir: string, exitWithParent?: number): Promise<void> {
+  const parent = exitWithParent ? String(exitWithParent) : "";
+  await run("bash", [
+    "-c",
+    `setsid nohup "${Deno.execPath()}" run -A "${PROJECT_ROOT}/scripts/stack/platform.ts" "${dir}" ${parent} ` +
+    `>> "${dir}/platform.log" 2>&1 < /dev/null &`,
+  ]);
 }
