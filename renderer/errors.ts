@@ -1,4 +1,19 @@
-// Typed outcomes of a render. The class decides what the queue hears: retry later, or give up.
+// Typed errors of the render service. A render's class decides what the queue hears (retry later, or give
+// up); RendererHttpError is the one error a request handler throws for its caller (see http.ts).
+
+/** A request the renderer answers with an error: the contract's `{"error": {code, message, details?}}`. */
+export class RendererHttpError extends Error {
+  override name = "RendererHttpError";
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details?: unknown,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
 
 /** A render failed for a reason that may pass (ffmpeg crash, disk full): the queue should retry. */
 export class RetryableRenderError extends Error {

@@ -1,7 +1,8 @@
 // CLI for the reference render service. Flags win over env vars; prints one JSON line when listening.
 //   deno run -A renderer/main.ts --port 0 --name manim-1 --storage-dir .stack/renders/manim-1
 import { parseArgs } from "node:util";
-import { parseFaultConfig, startRenderer } from "./server.ts";
+import { parseFaultConfig } from "./faults.ts";
+import { startRenderer } from "./server.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,

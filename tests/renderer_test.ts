@@ -10,6 +10,9 @@ import {
 } from "../renderer/server.ts";
 import { createFaultPicker, parseFaultConfig } from "../renderer/faults.ts";
 import { cardTextForJob, layoutBody, wrapText } from "../renderer/card_text.ts";
+import { RendererHttpError } from "../renderer/errors.ts";
+import { errorResponse, json } from "../renderer/http.ts";
+import { spawnRenderer } from "../renderer/spawn.ts";
 
 // ---- helpers -------------------------------------------------------------------------------------
 
@@ -549,4 +552,81 @@ Deno.test("card text: each job type's text, wrapped to fit and shrunk for long q
   assert.equal(long.fontSize, 34);
   assert.ok(long.lines.at(-1)!.endsWith("…"));
   assert.ok(long.lines.every((line) => line.length <= 43));
+});
+
+// ---- errors and responses ------------------------------------------------------------------------
+
+Deno.test("errors: a RendererHttpError is answered as it says; anything else is a 500 that reveals nothing", async () => {
+  const unexpected: unknown[] = [];
+  const note = (err: unknown) => unexpected.push(err);
+
+  const busy = errorResponse(
+    new RendererHttpError(429, "rate_limited", "Busy.", undefined, { "retry-after": "5" }),
+    note,
+  );
+  assert.deepEqual(
+    [busy.status, busy.headers.get("retry-after"), busy.headers.get("content-type")],
+    [429, "5", "application/json"],
+  );
+  assert.deepEqual(await busy.json(), { error: { code: "rate_limited", message: "Busy." } });
+
+  const details = [{ field: "job_id", message: "Required" }];
+  const bad = errorResponse(new RendererHttpError(400, "invalid_request", "Bad body.", details), note);
+  assert.deepEqual([bad.status, await bad.json()], [400, {
+    error: { code: "invalid_request", message: "Bad body.", details },
+  }]);
+
+  const boom = new Error("ENOENT: /secret/path");
+  const internal = errorResponse(boom, note);
+  assert.deepEqual([internal.status, await internal.json()], [500, {
+    error: { code: "internal", message: "The renderer failed unexpectedly." },
+  }]);
+  assert.deepEqual(unexpected, [boom], "only the unexpected error is handed on (to be logged)");
+
+  const created = json({ accepted: true }, 202);
+  assert.deepEqual([created.status, await created.json()], [202, { accepted: true }]);
+});
+
+// ---- the process: renderer/main.ts through spawnRenderer ------------------------------------------
+
+Deno.test("spawnRenderer runs renderer/main.ts: flags win over env, it serves HTTP, and closing stops it cleanly", async () => {
+  const root = await Deno.makeTempDir({ prefix: "renderer-spawn-test-" });
+  const logFile = join(root, "renderer.log");
+  const entries: LogEntry[] = [];
+  try {
+    let url: string;
+    {
+      await using spawned = await spawnRenderer({
+        name: "spawned-1",
+        storageDir: join(root, "files"),
+        maxConcurrent: 1,
+        faults: { retryable: 0.5, seed: 3 },
+        env: { RENDER_NAME: "from-env", RENDER_MAX_CONCURRENT: "7", RENDER_CLIP_SECONDS: "3" },
+        logFile,
+        onLog: (entry) => entries.push(entry),
+      });
+      url = spawned.url;
+      assert.equal(spawned.listening.renderer, "spawned-1");
+      assert.equal(spawned.listening.clip_seconds, 3, "an env var applies where no flag is given");
+      assert.deepEqual(spawned.listening.faults, { retryable: 0.5, seed: 3 });
+      assert.equal(spawned.endpointUrl, `${spawned.url}/render`);
+      assert.equal(spawned.storageDir, join(root, "files"));
+      const health = await (await fetch(`${spawned.endpointUrl}/health`)).json();
+      assert.deepEqual(health, { ok: true, name: "spawned-1", active: 0, max_concurrent: 1 });
+
+      const status = await spawned.close();
+      assert.deepEqual([status.success, status.signal], [true, null], "SIGTERM: a clean exit");
+    } // `await using` closes again: harmless
+    assert.deepEqual(entries.map((e) => e.event), ["renderer_stopped"]);
+    const logged = (await Deno.readTextFile(logFile)).trim().split("\n").map((l) => JSON.parse(l).event);
+    assert.deepEqual(logged, ["renderer_listening", "renderer_stopped"]);
+    await assert.rejects(fetch(`${url}/health`), "nothing listens any more");
+
+    await assert.rejects(
+      spawnRenderer({ name: "bad-flags", args: ["--clip-seconds=soon"], stderr: "null" }),
+      /renderer bad-flags exited before listening \(exit code 1\)/,
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });
