@@ -223,6 +223,7 @@ test("data api: the queue's SQL API is not served, and the attacks of issue 8 go
     "cancel_job",
     "claim_jobs",
     "complete_job",
+    "job_to_json",
   ]})`;
   assert.deepEqual(reachable, [], "no enqueue/cancel/claim/complete in an exposed schema");
 
@@ -251,9 +252,9 @@ test("data api: the queue's SQL API is not served, and the attacks of issue 8 go
       await asDataApi(sql, user, (tx) => tx`select worker_id, endpoint_id from public.jobs`),
       "denied (42501)",
     );
-    // rpc/job_to_json on a made-up row would have shown the queue total.
+    // rpc/job_to_json on a made-up row would have shown the queue total; it is an internal now.
     assert.equal(
-      await asDataApi(sql, user, (tx) => tx`select public.job_to_json(null::public.jobs)`),
+      await asDataApi(sql, user, (tx) => tx`select private.job_to_json(null::public.jobs)`),
       "denied (42501)",
     );
   } finally {

@@ -14,9 +14,6 @@ import assert from "node:assert/strict";
 const url = Deno.env.get("SUPABASE_DB_URL") ?? (() => {
   throw new Error("set SUPABASE_DB_URL to a local test database");
 })();
-// The lock claim_jobs takes (see job_attempts' table comment); cap changes take it too, so a claim never
-// sees caps change between its own read and the audit's.
-const CLAIM_LOCK = 7203184453001n;
 
 type Sql = ReturnType<typeof postgres>;
 const connect = (max = 1): Sql => postgres(url, { max, prepare: false, onnotice: () => {} });
@@ -52,8 +49,8 @@ async function setUp(admin: Sql) {
       begin
         select count(*) into g from public.jobs where status = 'processing';
         select count(*) into r from public.jobs where status = 'processing' and renderer = new.renderer;
-        select q.effective into gc from public.queue_capacity(now()) q;
-        select c.max_concurrent into rc from public.renderer_caps() c where c.renderer = new.renderer;
+        select q.effective into gc from private.queue_capacity(now()) q;
+        select c.max_concurrent into rc from private.renderer_caps() c where c.renderer = new.renderer;
         insert into vq_test.samples values (new.renderer, g, gc, r, rc);
         return null;
       end $$`);
@@ -181,7 +178,8 @@ Deno.test({
         try {
           while (!finished && !stopChanging) {
             await sql.begin(async (tx) => {
-              await tx`select pg_advisory_xact_lock(${CLAIM_LOCK.toString()}::bigint)`;
+              // The lock claim_jobs takes: a claim never sees caps change between its own read and the audit's.
+              await tx`select pg_advisory_xact_lock(private.claim_lock_key())`;
               const peak = rand() < 0.5;
               // A window around the current local time (peak) or far from it (off-peak); may cross midnight.
               await tx`update public.job_queue_config set

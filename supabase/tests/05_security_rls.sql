@@ -1,10 +1,10 @@
 -- RLS and grants per role: anon, owner, other user, admin JWT, service_role, postgres.
 begin;
 \ir _setup.psql
-select plan(38);
+select plan(39);
 
 -- is_queue_admin() as the queue's security definer functions see it (the caller's role and claims kept).
-create function pg_temp.queue_admin() returns boolean language sql security definer as $$ select public.is_queue_admin() $$;
+create function pg_temp.queue_admin() returns boolean language sql security definer as $$ select private.is_queue_admin() $$;
 grant execute on function pg_temp.queue_admin() to public;
 
 select pg_temp.mk('doubt', :'T'::timestamptz - interval '3 min', :'U1') as j1 \gset
@@ -18,7 +18,7 @@ select is((select array_agg(c.relname::text order by c.relname) from pg_class c
               and not exists (select 1 from pg_depend d where d.objid = c.oid and d.deptype = 'e')),
           null, 'RLS enabled on every public table');
 select is((select array_agg(p.proname::text) from pg_proc p
-            where p.pronamespace in ('public'::regnamespace, 'queue'::regnamespace) and p.prosecdef
+            where p.pronamespace in ('public'::regnamespace, 'queue'::regnamespace, 'private'::regnamespace) and p.prosecdef
               and not coalesce(p.proconfig @> array['search_path=""'], false)),
           null, 'every security definer function has search_path = ''''');
 select is((select array_agg(p.proname::text) from pg_proc p
@@ -30,6 +30,9 @@ select is((select array_agg(p.proname::text) from pg_proc p
             where p.pronamespace = 'public'::regnamespace and has_function_privilege('authenticated', p.oid, 'execute')
               and not exists (select 1 from pg_depend d where d.objid = p.oid and d.deptype = 'e')),
           null, 'authenticated may execute nothing in public (the Data API serves it)');
+select is((select array_agg(r) from unnest(array['public', 'anon', 'authenticated', 'service_role']) r
+            where r <> 'public' and has_schema_privilege(r, 'private', 'usage')),
+          null, 'no API role may use the private schema');
 select is((select array_agg(p.proname::text order by p.proname) from pg_proc p
             where p.pronamespace = 'queue'::regnamespace and has_function_privilege('authenticated', p.oid, 'execute')),
           array['cancel_job', 'enqueue_job', 'get_job', 'get_queue_metrics', 'get_queue_stats', 'list_jobs',
@@ -75,7 +78,7 @@ select throws_ok($$select claim_jobs('w')$$, '42501', null, 'an admin JWT still 
 
 -- service_role.
 select pg_temp.as_service();
-select is(is_queue_admin(), true, 'service_role is an admin');
+select is(pg_temp.queue_admin(), true, 'service_role is an admin');
 select lives_ok($$INSERT INTO jobs (job_type, priority, status, payload) VALUES ('doubt', 'high', 'queued', '{"question": "svc"}')$$,
                 'service_role inserts directly (seed 001)');
 select is(jsonb_array_length(claim_jobs('w', 1, :'T')), 1, 'service_role claims');
