@@ -23,6 +23,20 @@ export type Job = {
   next_attempt_at: string | null;
   error_message: string | null;
   result: Record<string, unknown> | null;
+  /** Why a queued job has not started (API.md's codes, first that applies); null unless queued. */
+  wait_reason:
+    | "paused"
+    | "scheduled"
+    | "retry_backoff"
+    | "no_endpoint"
+    | "user_limit"
+    | "renderer_busy"
+    | "capacity"
+    | "behind"
+    | null;
+  /** Whether estimated_wait_seconds rests on recent render times or the configured default; null unless queued. */
+  estimate_basis: "history" | "default" | null;
+  expires_at: string | null;
   created_at: string;
   started_at: string | null;
   completed_at: string | null;

@@ -51,6 +51,19 @@ CREATE SCHEMA queue;
 COMMENT ON SCHEMA queue IS 'The queue''s SQL API, called by the Edge Functions over their direct connection. Not exposed by PostgREST.';
 
 --
+-- Name: attempt_lease(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.attempt_lease(p_started_at timestamp with time zone, p_now timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select least(p_now + make_interval(mins => c.job_timeout_minutes),
+               p_started_at + make_interval(mins => c.max_render_minutes))
+    from public.job_queue_config c limit 1
+$$;
+
+--
 -- Name: claim_lock_key(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -101,6 +114,7 @@ CASE priority
     WHEN 'medium'::text THEN 1
     ELSE 2
 END) STORED,
+    expires_at timestamp with time zone,
     CONSTRAINT jobs_attempt_check CHECK ((attempt >= 0)),
     CONSTRAINT jobs_completed_has_result CHECK (((status <> 'completed'::text) OR (result IS NOT NULL))),
     CONSTRAINT jobs_failed_has_error CHECK (((status <> 'failed'::text) OR (error_message IS NOT NULL))),
@@ -145,13 +159,19 @@ COMMENT ON COLUMN public.jobs.attempt IS 'Current (or last) attempt number; each
 -- Name: COLUMN jobs.lease_expires_at; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON COLUMN public.jobs.lease_expires_at IS 'Set while processing: claim time + job_timeout_minutes. Progress reports do not extend it; recovery fails an expired attempt (retryable).';
+COMMENT ON COLUMN public.jobs.lease_expires_at IS 'Set while processing: the latest sign of life + job_timeout_minutes, never past started_at + max_render_minutes. Past it the attempt is over: its callbacks get 409, recovery retries or fails it.';
 
 --
 -- Name: COLUMN jobs.next_attempt_at; Type: COMMENT; Schema: public; Owner: -
 --
 
 COMMENT ON COLUMN public.jobs.next_attempt_at IS 'Earliest time a queued job may be claimed (run_at, retry backoff). Null unless queued.';
+
+--
+-- Name: COLUMN jobs.expires_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.jobs.expires_at IS 'A job not started by then ends cancelled (cancel_reason expired).';
 
 --
 -- Name: close_attempt(public.jobs, text, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
@@ -171,6 +191,49 @@ begin
     update public.render_endpoints e set unhealthy_until = null
      where e.id = v_endpoint_id and e.unhealthy_until is not null;
   end if;
+end $$;
+
+--
+-- Name: expire_queued_jobs(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.expire_queued_jobs(p_now timestamp with time zone) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_job public.jobs;
+  v_n integer := 0;
+begin
+  for v_job in
+    select * from public.jobs j
+     where j.status = 'queued' and j.expires_at is not null and j.expires_at <= p_now
+     order by j.expires_at
+     for update skip locked
+  loop
+    perform private.set_job_state(v_job, 'cancelled', p_now, p_cancel_reason => 'expired',
+      p_error => format('expired: not started by its expires_at (%s)', v_job.expires_at));
+    v_n := v_n + 1;
+  end loop;
+  if v_n > 0 then
+    perform private.queue_counter_add('jobs_cancelled_total', v_n);
+    perform private.queue_counter_add('jobs_expired_total', v_n);
+  end if;
+  return v_n;
+end $$;
+
+--
+-- Name: extend_lease(public.jobs, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.extend_lease(p_job public.jobs, p_now timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  update public.jobs j set lease_expires_at = private.attempt_lease(j.started_at, p_now) where j.id = p_job.id;
+  update public.job_attempts a set lease_expires_at = private.attempt_lease(a.started_at, p_now)
+   where a.job_id = p_job.id and a.attempt = p_job.attempt;
 end $$;
 
 --
@@ -297,9 +360,7 @@ begin
   v.progress := case p_status when 'queued' then 0 when 'completed' then 100 else p_job.progress end;
   v.stage := case p_status when 'queued' then null when 'completed' then 'completed' else p_job.stage end;
   v.result := case when p_status = 'completed' then p_result else p_job.result end;
-  v.error_message := case p_status when 'completed' then null
-                                   when 'cancelled' then p_job.error_message
-                                   else coalesce(p_error, p_job.error_message) end;
+  v.error_message := case p_status when 'completed' then null else coalesce(p_error, p_job.error_message) end;
   v.cancel_reason := case when p_status = 'cancelled' then p_cancel_reason else p_job.cancel_reason end;
   v.updated_at := p_now;
   return v;
@@ -326,6 +387,10 @@ begin
     'payload', p_job.payload,
     'queue_position', v_position,
     'estimated_wait_seconds', private.job_wait_estimate(p_job, v_position, p_now),
+    'wait_reason', private.job_wait_reason(p_job, p_now),
+    'estimate_basis', case when p_job.status = 'queued' then
+                        case when private.renderer_has_history(p_job.renderer, p_now) then 'history' else 'default' end end,
+    'expires_at', p_job.expires_at,
     'progress', p_job.progress,
     'stage', p_job.stage,
     'retry_count', p_job.retry_count,
@@ -370,6 +435,43 @@ begin
   v_before := greatest(0, (p_position - 1) + v_busy - v_slots + 1);
   v_wait := ceil(v_before * private.renderer_avg_processing_seconds(p_job.renderer, p_now) / v_slots);
   return greatest(v_wait, ceil(greatest(extract(epoch from (p_job.next_attempt_at - p_now)), 0)))::integer;
+end $$;
+
+--
+-- Name: job_wait_reason(public.jobs, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.job_wait_reason(p_job public.jobs, p_now timestamp with time zone) RETURNS text
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_cap integer;
+  v_effective integer;
+begin
+  if p_job.status <> 'queued' then return null; end if;
+  if (select c.paused from public.job_queue_config c limit 1)
+     or (select r.paused from public.renderers r where r.name = p_job.renderer) then
+    return 'paused';
+  end if;
+  if p_job.next_attempt_at > p_now then
+    return case when p_job.retry_count > 0 then 'retry_backoff' else 'scheduled' end;
+  end if;
+  if not exists (select 1 from public.render_endpoints e
+                  where e.renderer = p_job.renderer and not e.disabled
+                    and (e.unhealthy_until is null or e.unhealthy_until <= p_now)) then
+    return 'no_endpoint';
+  end if;
+  select rc.max_concurrent into v_cap from private.renderer_caps() rc where rc.renderer = p_job.renderer;
+  if v_cap is not null
+     and (select count(*) from public.jobs j where j.status = 'processing' and j.renderer = p_job.renderer) >= v_cap then
+    return 'renderer_busy';
+  end if;
+  select q.effective into v_effective from private.queue_capacity(p_now) q;
+  if (select count(*) from public.jobs j where j.status = 'processing') >= v_effective then
+    return 'capacity';
+  end if;
+  return 'behind';
 end $$;
 
 --
@@ -519,10 +621,10 @@ begin
 end $$;
 
 --
--- Name: lock_current_attempt(uuid, integer, text, boolean); Type: FUNCTION; Schema: private; Owner: -
+-- Name: lock_current_attempt(uuid, integer, text, boolean, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
-CREATE FUNCTION private.lock_current_attempt(p_job_id uuid, p_attempt integer, p_token text, p_allow_completed_repeat boolean DEFAULT false) RETURNS public.jobs
+CREATE FUNCTION private.lock_current_attempt(p_job_id uuid, p_attempt integer, p_token text, p_allow_completed_repeat boolean DEFAULT false, p_now timestamp with time zone DEFAULT now()) RETURNS public.jobs
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
@@ -543,6 +645,12 @@ begin
   -- Read the attempt again under the lock: a concurrent callback may have just closed it.
   select * into v_attempt from public.job_attempts a where a.job_id = p_job_id and a.attempt = p_attempt;
   if v_job.attempt = p_attempt and v_job.status = 'processing' then
+    -- The lease is a fence in itself: past it, the attempt is over whether or not recovery has run yet.
+    if v_job.lease_expires_at <= p_now then
+      raise exception 'attempt % of job % ran past its lease (%)', p_attempt, p_job_id, v_job.lease_expires_at
+        using errcode = 'VQ409',
+              hint = 'Stop this render: send a progress or heartbeat callback at least every job_timeout_minutes.';
+    end if;
     return v_job;
   end if;
   if p_allow_completed_repeat and v_job.attempt = p_attempt and v_job.status = 'completed'
@@ -692,6 +800,19 @@ begin
 end $$;
 
 --
+-- Name: renderer_has_history(text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.renderer_has_history(p_renderer text, p_now timestamp with time zone) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select exists (select 1 from public.jobs j
+                  where j.status = 'completed' and j.renderer = p_renderer
+                    and j.completed_at > p_now - interval '24 hours' and j.completed_at <= p_now)
+$$;
+
+--
 -- Name: set_job_state(public.jobs, text, timestamp with time zone, text, text, jsonb, timestamp with time zone, integer, text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -758,13 +879,15 @@ begin
 
   select jsonb_object_agg(rc.renderer, jsonb_build_object(
            'processing', (select count(*) from public.jobs j where j.status = 'processing' and j.renderer = rc.renderer),
-           'limit', least(coalesce(rc.max_concurrent, v_cap.effective), v_cap.effective)))
+           'limit', least(coalesce(rc.max_concurrent, v_cap.effective), v_cap.effective),
+           'paused', r.paused))
     into v_by_renderer
-    from private.renderer_caps() rc;
+    from private.renderer_caps() rc join public.renderers r on r.name = rc.renderer;
 
   select count(*) filter (where j.status = 'completed') as completed,
          count(*) filter (where j.status = 'failed') as failed,
-         count(*) filter (where j.status = 'cancelled') as cancelled
+         count(*) filter (where j.status = 'cancelled') as cancelled,
+         count(*) filter (where j.status = 'cancelled' and j.cancel_reason = 'expired') as expired
     into v_finished
     from public.jobs j where j.completed_at >= v_today and j.completed_at <= p_now;
 
@@ -783,6 +906,8 @@ begin
     'completed_today', v_finished.completed,
     'failed_today', v_finished.failed,
     'cancelled_today', v_finished.cancelled,
+    'expired_today', v_finished.expired,
+    'paused', v_cfg.paused,
     'by_priority', (select jsonb_object_agg(p.priority, jsonb_build_object(
                        'queued', (v_depth ->> p.priority)::bigint,
                        'processing', coalesce((v_proc_by_priority ->> p.priority)::bigint, 0)))
@@ -841,7 +966,7 @@ CREATE FUNCTION queue.claim_jobs(p_worker_id text, p_limit integer DEFAULT NULL:
     SET search_path TO ''
     SET jit TO 'off'
     AS $$
--- Claims what capacity allows, in claim order, and starts an attempt for each. service_role only.
+-- Claims what capacity and pauses allow, in claim order, and starts an attempt for each. service_role only.
 declare
   v_cfg public.job_queue_config;
   v_effective integer;
@@ -870,6 +995,8 @@ begin
   perform pg_catalog.pg_advisory_xact_lock(private.claim_lock_key());
 
   select * into v_cfg from public.job_queue_config limit 1;
+  perform private.expire_queued_jobs(p_now);
+  if v_cfg.paused then return v_claims; end if;  -- a paused queue starts nothing; running jobs finish
   select q.effective into v_effective from private.queue_capacity(p_now) q;
   select count(*) into v_processing from public.jobs j where j.status = 'processing';
   v_room := greatest(v_effective - v_processing, 0);
@@ -883,7 +1010,9 @@ begin
       select rc.renderer, rc.max_concurrent,
              (select count(*) from public.jobs j where j.status = 'processing' and j.renderer = rc.renderer) as busy
         from private.renderer_caps() rc
-       where exists (select 1 from public.render_endpoints e
+        join public.renderers r on r.name = rc.renderer
+       where not r.paused
+         and exists (select 1 from public.render_endpoints e
                       where e.renderer = rc.renderer and not e.disabled
                         and (e.unhealthy_until is null or e.unhealthy_until <= p_now))
     ),
@@ -895,6 +1024,7 @@ begin
       cross join lateral (
         select j.id, j.priority_rank, j.created_at from public.jobs j
          where j.status = 'queued' and j.renderer = room.renderer and j.next_attempt_at <= p_now
+           and (j.expires_at is null or j.expires_at > p_now)
          order by j.priority_rank, j.created_at, j.id
          limit room.n) c
      order by c.priority_rank, c.created_at, c.id
@@ -919,7 +1049,7 @@ begin
 
     update public.jobs j
        set status = 'processing', attempt = j.attempt + 1, started_at = p_now,
-           lease_expires_at = p_now + make_interval(mins => v_cfg.job_timeout_minutes),
+           lease_expires_at = private.attempt_lease(p_now, p_now),
            next_attempt_at = null, worker_id = p_worker_id, endpoint_id = v_endpoint_id,
            progress = 0, stage = null, updated_at = p_now
      where j.id = v_id
@@ -965,7 +1095,7 @@ begin
   if p_result is null or jsonb_typeof(p_result) <> 'object' or jsonb_typeof(p_result -> 'video_url') is distinct from 'string' then
     raise exception 'result must be an object with a video_url string' using errcode = 'VQ400';
   end if;
-  v_job := private.lock_current_attempt(p_job_id, p_attempt, p_token, true);
+  v_job := private.lock_current_attempt(p_job_id, p_attempt, p_token, true, p_now);
   if v_job.status = 'completed' then
     return private.job_to_json(v_job, p_now);  -- the same callback again: harmless
   end if;
@@ -977,10 +1107,10 @@ begin
 end $$;
 
 --
--- Name: enqueue_job(text, jsonb, text, text, timestamp with time zone, text, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+-- Name: enqueue_job(text, jsonb, text, text, timestamp with time zone, text, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
 --
 
-CREATE FUNCTION queue.enqueue_job(p_job_type text, p_payload jsonb, p_idempotency_key text DEFAULT NULL::text, p_priority text DEFAULT NULL::text, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_renderer text DEFAULT NULL::text, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+CREATE FUNCTION queue.enqueue_job(p_job_type text, p_payload jsonb, p_idempotency_key text DEFAULT NULL::text, p_priority text DEFAULT NULL::text, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_renderer text DEFAULT NULL::text, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
@@ -1023,6 +1153,10 @@ begin
   if p_renderer is not null and not exists (select 1 from public.renderers r where r.name = p_renderer) then
     raise exception 'unknown renderer "%"', p_renderer using errcode = 'VQ400',
       hint = format('Use one of: %s.', (select string_agg(r.name, ', ' order by r.name) from public.renderers r));
+  end if;
+  if p_expires_at is not null and p_expires_at <= greatest(p_now, coalesce(p_run_at, p_now)) then
+    raise exception 'expires_at must lie after now and after run_at' using errcode = 'VQ400',
+      hint = 'Leave expires_at out for a job that waits as long as it takes.';
   end if;
   if p_renderer is not null and not v_admin then
     raise exception 'only an admin may choose a job''s renderer' using errcode = 'VQ403',
@@ -1071,10 +1205,10 @@ begin
   end if;
 
   insert into public.jobs (job_type, priority, renderer, status, payload, user_id, idempotency_key,
-                           next_attempt_at, created_at, updated_at)
+                           next_attempt_at, expires_at, created_at, updated_at)
   values (p_job_type, coalesce(p_priority, v_type.priority), coalesce(p_renderer, v_type.default_renderer),
           'queued', p_payload, v_uid, p_idempotency_key,
-          greatest(p_now, coalesce(p_run_at, p_now)), p_now, p_now)
+          greatest(p_now, coalesce(p_run_at, p_now)), p_expires_at, p_now, p_now)
   returning * into v_job;
   return jsonb_build_object('job', private.job_to_json(v_job, p_now), 'created', true);
 end $$;
@@ -1094,7 +1228,7 @@ begin
   if p_retryable is null then
     raise exception 'retryable must be true or false' using errcode = 'VQ400';
   end if;
-  v_job := private.lock_current_attempt(p_job_id, p_attempt, p_token);
+  v_job := private.lock_current_attempt(p_job_id, p_attempt, p_token, p_now => p_now);
   v_job := private.fail_attempt(v_job, coalesce(nullif(p_error, ''), 'render failed'), p_retryable, 'failed', p_now);
   perform private.queue_counter_add(case v_job.status when 'failed' then 'jobs_failed_total' else 'jobs_retried_total' end);
   return private.job_to_json(v_job, p_now);
@@ -1219,6 +1353,24 @@ begin
 end $$;
 
 --
+-- Name: record_heartbeat(uuid, integer, text, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.record_heartbeat(p_job_id uuid, p_attempt integer, p_token text, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+-- Extends the current attempt's lease (a render service's heartbeat callback). service_role only.
+declare
+  v_job public.jobs;
+begin
+  v_job := private.lock_current_attempt(p_job_id, p_attempt, p_token, p_now => p_now);
+  perform private.extend_lease(v_job, p_now);
+  select * into v_job from public.jobs j where j.id = p_job_id;
+  return private.job_to_json(v_job, p_now);
+end $$;
+
+--
 -- Name: recover_expired_attempts(timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
 --
 
@@ -1226,14 +1378,17 @@ CREATE FUNCTION queue.recover_expired_attempts(p_now timestamp with time zone DE
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
--- Treats every attempt whose lease expired as a retryable failure ("timed out after N minutes").
+-- Treats every attempt whose lease expired as a retryable failure (silent too long, or over max_render_minutes).
 -- service_role (worker passes) and the video-queue-recover cron job.
 declare
+  v_cfg public.job_queue_config;
   v_job public.jobs;
   v_out jsonb := '[]'::jsonb;
   v_failed integer := 0;
   v_retried integer := 0;
 begin
+  perform private.expire_queued_jobs(p_now);  -- the cron backstop expires jobs even with no worker pass
+  select * into v_cfg from public.job_queue_config limit 1;
   for v_job in
     select * from public.jobs j
      where j.status = 'processing' and j.lease_expires_at <= p_now
@@ -1242,8 +1397,9 @@ begin
   loop
     v_job := private.fail_attempt(
       v_job,
-      format('timed out after %s minutes',
-             round(extract(epoch from (v_job.lease_expires_at - v_job.started_at)) / 60)),
+      case when v_job.lease_expires_at >= v_job.started_at + make_interval(mins => v_cfg.max_render_minutes)
+           then format('timed out after %s minutes (max_render_minutes)', v_cfg.max_render_minutes)
+           else format('timed out after %s minutes', v_cfg.job_timeout_minutes) end,  -- without a sign of life
       true, 'timed_out', p_now);
     if v_job.status = 'failed' then v_failed := v_failed + 1; else v_retried := v_retried + 1; end if;
     v_out := v_out || jsonb_build_object('job_id', v_job.id, 'attempt', v_job.attempt,
@@ -1291,14 +1447,15 @@ CREATE FUNCTION queue.report_progress(p_job_id uuid, p_attempt integer, p_token 
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
--- Records a render's stage and progress (never lowers progress; does not extend the lease). service_role only.
+-- Records a render's stage and progress (never lowers progress) and extends its lease. service_role only.
 declare
   v_job public.jobs;
 begin
   if p_progress is null or p_progress not between 0 and 100 then
     raise exception 'progress must be between 0 and 100' using errcode = 'VQ400';
   end if;
-  v_job := private.lock_current_attempt(p_job_id, p_attempt, p_token);
+  v_job := private.lock_current_attempt(p_job_id, p_attempt, p_token, p_now => p_now);
+  perform private.extend_lease(v_job, p_now);
   update public.jobs j
      set progress = greatest(j.progress, p_progress),
          stage = case when p_progress >= j.progress then coalesce(p_stage, j.stage) else j.stage end,
@@ -1333,6 +1490,34 @@ begin
   end if;
   v_job := private.set_job_state(v_job, 'queued', p_now, p_retry_count => 0);
   return private.job_to_json(v_job, p_now);
+end $$;
+
+--
+-- Name: set_paused(boolean, text, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.set_paused(p_paused boolean, p_renderer text DEFAULT NULL::text, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+-- Pauses or resumes a scope: paused scopes claim nothing new; queued jobs keep their order. Admins only.
+begin
+  if not private.is_queue_admin() then
+    raise exception 'only an admin may pause or resume the queue' using errcode = 'VQ403';
+  end if;
+  if p_paused is null then
+    raise exception 'paused must be true or false' using errcode = 'VQ400';
+  end if;
+  if p_renderer is null then
+    update public.job_queue_config c set paused = p_paused where c.id = (select c2.id from public.job_queue_config c2 limit 1);
+  else
+    update public.renderers r set paused = p_paused where r.name = p_renderer;
+    if not found then
+      raise exception 'unknown renderer "%"', p_renderer using errcode = 'VQ400',
+        hint = format('Use one of: %s.', (select string_agg(r.name, ', ' order by r.name) from public.renderers r));
+    end if;
+  end if;
+  return public.get_queue_stats(p_now);
 end $$;
 
 --
@@ -1383,6 +1568,8 @@ CREATE TABLE public.job_queue_config (
     max_enqueues_per_minute integer DEFAULT 10 NOT NULL,
     finished_job_retention_days integer DEFAULT 30 NOT NULL,
     default_processing_seconds integer DEFAULT 120 NOT NULL,
+    max_render_minutes integer DEFAULT 60 NOT NULL,
+    paused boolean DEFAULT false NOT NULL,
     CONSTRAINT job_queue_config_default_processing_seconds_check CHECK ((default_processing_seconds > 0)),
     CONSTRAINT job_queue_config_finished_job_retention_days_check CHECK ((finished_job_retention_days > 0)),
     CONSTRAINT job_queue_config_job_timeout_minutes_check CHECK ((job_timeout_minutes > 0)),
@@ -1390,6 +1577,7 @@ CREATE TABLE public.job_queue_config (
     CONSTRAINT job_queue_config_max_enqueues_per_minute_check CHECK ((max_enqueues_per_minute >= 0)),
     CONSTRAINT job_queue_config_max_manim_renders_check CHECK ((max_manim_renders >= 0)),
     CONSTRAINT job_queue_config_max_queued_per_user_check CHECK ((max_queued_per_user >= 0)),
+    CONSTRAINT job_queue_config_max_render_minutes_check CHECK ((max_render_minutes > 0)),
     CONSTRAINT job_queue_config_peak_worker_multiplier_check CHECK ((peak_worker_multiplier > (0)::numeric)),
     CONSTRAINT job_queue_config_retry_interval_minutes_check CHECK ((retry_interval_minutes >= 0))
 );
@@ -1399,6 +1587,12 @@ CREATE TABLE public.job_queue_config (
 --
 
 COMMENT ON COLUMN public.job_queue_config.max_manim_renders IS 'The Manim renderer''s cap (the only place it lives; renderers.max_concurrent stays null for manim).';
+
+--
+-- Name: COLUMN job_queue_config.job_timeout_minutes; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.job_timeout_minutes IS 'The longest an attempt may go without a sign of life (its claim, a progress or heartbeat callback).';
 
 --
 -- Name: COLUMN job_queue_config.peak_hour_start; Type: COMMENT; Schema: public; Owner: -
@@ -1417,6 +1611,18 @@ COMMENT ON COLUMN public.job_queue_config.peak_hour_end IS 'End (exclusive) of t
 --
 
 COMMENT ON COLUMN public.job_queue_config.peak_worker_multiplier IS 'Inside any peak window the global cap is floor(max_concurrent_renders * this). Renderer caps (e.g. Manim) are not scaled.';
+
+--
+-- Name: COLUMN job_queue_config.max_render_minutes; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.max_render_minutes IS 'The longest an attempt may run, however alive.';
+
+--
+-- Name: COLUMN job_queue_config.paused; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.paused IS 'The whole queue starts nothing new while true (POST /status/pause); running jobs finish.';
 
 --
 -- Name: job_types; Type: TABLE; Schema: public; Owner: -
@@ -1492,10 +1698,17 @@ CREATE TABLE public.renderers (
     name text NOT NULL,
     max_concurrent integer,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    paused boolean DEFAULT false NOT NULL,
     CONSTRAINT renderers_manim_cap_in_config CHECK (((name <> 'manim'::text) OR (max_concurrent IS NULL))),
     CONSTRAINT renderers_max_concurrent_check CHECK ((max_concurrent >= 0)),
     CONSTRAINT renderers_name_check CHECK ((name ~ '^[a-z][a-z0-9_]*$'::text))
 );
+
+--
+-- Name: COLUMN renderers.paused; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.renderers.paused IS 'This renderer starts nothing new while true (POST /status/pause {"renderer"}); running jobs finish.';
 
 --
 -- Name: job_attempts job_attempts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1596,6 +1809,12 @@ CREATE INDEX jobs_completed_by_renderer ON public.jobs USING btree (renderer, co
 --
 
 CREATE INDEX jobs_created ON public.jobs USING btree (created_at);
+
+--
+-- Name: jobs_expiry; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX jobs_expiry ON public.jobs USING btree (expires_at) WHERE ((status = 'queued'::text) AND (expires_at IS NOT NULL));
 
 --
 -- Name: jobs_finished; Type: INDEX; Schema: public; Owner: -
@@ -1819,6 +2038,12 @@ GRANT USAGE ON SCHEMA queue TO authenticated;
 GRANT USAGE ON SCHEMA queue TO service_role;
 
 --
+-- Name: FUNCTION attempt_lease(p_started_at timestamp with time zone, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.attempt_lease(p_started_at timestamp with time zone, p_now timestamp with time zone) FROM PUBLIC;
+
+--
 -- Name: FUNCTION claim_lock_key(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -1835,6 +2060,18 @@ GRANT ALL ON TABLE public.jobs TO service_role;
 --
 
 REVOKE ALL ON FUNCTION private.close_attempt(p_job public.jobs, p_outcome text, p_error text, p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION expire_queued_jobs(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.expire_queued_jobs(p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION extend_lease(p_job public.jobs, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.extend_lease(p_job public.jobs, p_now timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION fail_attempt(p_job public.jobs, p_error text, p_retryable boolean, p_outcome text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
@@ -1881,6 +2118,12 @@ GRANT ALL ON FUNCTION private.job_to_json(p_job public.jobs, p_now timestamp wit
 REVOKE ALL ON FUNCTION private.job_wait_estimate(p_job public.jobs, p_position integer, p_now timestamp with time zone) FROM PUBLIC;
 
 --
+-- Name: FUNCTION job_wait_reason(p_job public.jobs, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.job_wait_reason(p_job public.jobs, p_now timestamp with time zone) FROM PUBLIC;
+
+--
 -- Name: FUNCTION jobs__complete_status(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -1924,10 +2167,10 @@ REVOKE ALL ON FUNCTION private.jobs_depth_after_update() FROM PUBLIC;
 REVOKE ALL ON FUNCTION private.jobs_touch_updated_at() FROM PUBLIC;
 
 --
--- Name: FUNCTION lock_current_attempt(p_job_id uuid, p_attempt integer, p_token text, p_allow_completed_repeat boolean); Type: ACL; Schema: private; Owner: -
+-- Name: FUNCTION lock_current_attempt(p_job_id uuid, p_attempt integer, p_token text, p_allow_completed_repeat boolean, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION private.lock_current_attempt(p_job_id uuid, p_attempt integer, p_token text, p_allow_completed_repeat boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION private.lock_current_attempt(p_job_id uuid, p_attempt integer, p_token text, p_allow_completed_repeat boolean, p_now timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION prune_finished_jobs(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
@@ -1972,6 +2215,12 @@ REVOKE ALL ON FUNCTION private.renderer_avg_processing_seconds(p_renderer text, 
 REVOKE ALL ON FUNCTION private.renderer_caps() FROM PUBLIC;
 
 --
+-- Name: FUNCTION renderer_has_history(p_renderer text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.renderer_has_history(p_renderer text, p_now timestamp with time zone) FROM PUBLIC;
+
+--
 -- Name: FUNCTION set_job_state(p_job public.jobs, p_status text, p_now timestamp with time zone, p_outcome text, p_error text, p_result jsonb, p_run_at timestamp with time zone, p_retry_count integer, p_cancel_reason text); Type: ACL; Schema: private; Owner: -
 --
 
@@ -2007,12 +2256,12 @@ REVOKE ALL ON FUNCTION queue.complete_job(p_job_id uuid, p_attempt integer, p_to
 GRANT ALL ON FUNCTION queue.complete_job(p_job_id uuid, p_attempt integer, p_token text, p_result jsonb, p_now timestamp with time zone) TO service_role;
 
 --
--- Name: FUNCTION enqueue_job(p_job_type text, p_payload jsonb, p_idempotency_key text, p_priority text, p_run_at timestamp with time zone, p_renderer text, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+-- Name: FUNCTION enqueue_job(p_job_type text, p_payload jsonb, p_idempotency_key text, p_priority text, p_run_at timestamp with time zone, p_renderer text, p_expires_at timestamp with time zone, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
 --
 
-REVOKE ALL ON FUNCTION queue.enqueue_job(p_job_type text, p_payload jsonb, p_idempotency_key text, p_priority text, p_run_at timestamp with time zone, p_renderer text, p_now timestamp with time zone) FROM PUBLIC;
-GRANT ALL ON FUNCTION queue.enqueue_job(p_job_type text, p_payload jsonb, p_idempotency_key text, p_priority text, p_run_at timestamp with time zone, p_renderer text, p_now timestamp with time zone) TO authenticated;
-GRANT ALL ON FUNCTION queue.enqueue_job(p_job_type text, p_payload jsonb, p_idempotency_key text, p_priority text, p_run_at timestamp with time zone, p_renderer text, p_now timestamp with time zone) TO service_role;
+REVOKE ALL ON FUNCTION queue.enqueue_job(p_job_type text, p_payload jsonb, p_idempotency_key text, p_priority text, p_run_at timestamp with time zone, p_renderer text, p_expires_at timestamp with time zone, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.enqueue_job(p_job_type text, p_payload jsonb, p_idempotency_key text, p_priority text, p_run_at timestamp with time zone, p_renderer text, p_expires_at timestamp with time zone, p_now timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION queue.enqueue_job(p_job_type text, p_payload jsonb, p_idempotency_key text, p_priority text, p_run_at timestamp with time zone, p_renderer text, p_expires_at timestamp with time zone, p_now timestamp with time zone) TO service_role;
 
 --
 -- Name: FUNCTION fail_job(p_job_id uuid, p_attempt integer, p_token text, p_error text, p_retryable boolean, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
@@ -2061,6 +2310,13 @@ REVOKE ALL ON FUNCTION queue.mark_endpoint_unhealthy(p_endpoint_id uuid, p_coold
 GRANT ALL ON FUNCTION queue.mark_endpoint_unhealthy(p_endpoint_id uuid, p_cooldown_seconds integer, p_now timestamp with time zone) TO service_role;
 
 --
+-- Name: FUNCTION record_heartbeat(p_job_id uuid, p_attempt integer, p_token text, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.record_heartbeat(p_job_id uuid, p_attempt integer, p_token text, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.record_heartbeat(p_job_id uuid, p_attempt integer, p_token text, p_now timestamp with time zone) TO service_role;
+
+--
 -- Name: FUNCTION recover_expired_attempts(p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
 --
 
@@ -2088,6 +2344,14 @@ GRANT ALL ON FUNCTION queue.report_progress(p_job_id uuid, p_attempt integer, p_
 REVOKE ALL ON FUNCTION queue.retry_job(p_job_id uuid, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.retry_job(p_job_id uuid, p_now timestamp with time zone) TO authenticated;
 GRANT ALL ON FUNCTION queue.retry_job(p_job_id uuid, p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION set_paused(p_paused boolean, p_renderer text, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.set_paused(p_paused boolean, p_renderer text, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.set_paused(p_paused boolean, p_renderer text, p_now timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION queue.set_paused(p_paused boolean, p_renderer text, p_now timestamp with time zone) TO service_role;
 
 --
 -- Name: TABLE job_attempts; Type: ACL; Schema: public; Owner: -

@@ -66,7 +66,9 @@ const JOB_FIELDS = [
   "completed_at",
   "created_at",
   "error_message",
+  "estimate_basis",
   "estimated_wait_seconds",
+  "expires_at",
   "id",
   "job_type",
   "max_retries",
@@ -82,6 +84,7 @@ const JOB_FIELDS = [
   "started_at",
   "status",
   "updated_at",
+  "wait_reason",
 ];
 
 const doubt = (question = "What is Article 370?") => ({ job_type: "doubt", payload: { question } });

@@ -16,7 +16,8 @@ select is((:'c'::jsonb ->> 'deadline')::timestamptz, :'T'::timestamptz + interva
 select is(report_progress(:'j', 1, :'tok', 'composing_video', 60, :'T'::timestamptz + interval '1 min') ->> 'progress', '60', 'progress recorded');
 select is(report_progress(:'j', 1, :'tok', 'generating_screenshot', 20, :'T'::timestamptz + interval '2 min') ->> 'stage', 'composing_video',
           'a late lower progress changes nothing');
-select is((select lease_expires_at from jobs where id = :'j'), :'T'::timestamptz + interval '10 min', 'progress does not extend the lease');
+select is((select lease_expires_at from jobs where id = :'j'), :'T'::timestamptz + interval '12 min',
+          'progress is a sign of life: the lease runs job_timeout_minutes from the latest callback');
 select throws_ok(format('select report_progress(%L, 1, %L, %L, 101)', :'j', :'tok', 's'), 'VQ400', null, 'progress over 100 refused');
 select throws_ok(format('select complete_job(%L, 1, %L, %L)', :'j', :'tok', '{"url": "x"}'), 'VQ400', null, 'result without video_url refused');
 select throws_ok(format('select complete_job(%L, 1, %L, %L)', :'j', 'forged-token', '{"video_url": "x"}'), 'VQ401', null, 'forged token: 401');

@@ -9,9 +9,10 @@ select is(:'e1'::jsonb ->> 'created', 'true', 'enqueue creates a job');
 select is(array[:'e1'::jsonb -> 'job' ->> 'priority', :'e1'::jsonb -> 'job' ->> 'renderer', :'e1'::jsonb -> 'job' ->> 'status'],
           array['high', 'orchestrator', 'queued'], 'doubt -> high, orchestrator, queued');
 select is((select array_agg(k order by k) from jsonb_object_keys(:'e1'::jsonb -> 'job') k),
-          array['completed_at', 'created_at', 'error_message', 'estimated_wait_seconds', 'id', 'job_type', 'max_retries',
-                'next_attempt_at', 'payload', 'priority', 'progress', 'queue_position', 'renderer', 'result', 'retry_count',
-                'stage', 'started_at', 'status', 'updated_at'], 'the Job object has exactly the fields of API.md');
+          array['completed_at', 'created_at', 'error_message', 'estimate_basis', 'estimated_wait_seconds', 'expires_at',
+                'id', 'job_type', 'max_retries', 'next_attempt_at', 'payload', 'priority', 'progress', 'queue_position',
+                'renderer', 'result', 'retry_count', 'stage', 'started_at', 'status', 'updated_at', 'wait_reason'],
+          'the Job object has exactly the fields of API.md');
 select is(enqueue_job('doubt', '{"question": "again"}', 'key-1', p_now => :'T') -> 'job' ->> 'id', :'e1'::jsonb -> 'job' ->> 'id',
           'same user + idempotency key: the first job');
 select is(enqueue_job('doubt', '{"question": "again"}', 'key-1', p_now => :'T') ->> 'created', 'false', '... created = false');

@@ -65,13 +65,14 @@ select pg_temp.mk('daily_ca', :'T'::timestamptz - interval '1 min') as q2 \gset
 select pg_temp.claim_job(:'q2', :'T');
 select get_queue_stats(:'T') as s \gset
 select is(:'s'::jsonb - 'generated_at' - 'by_renderer', jsonb_build_object(
-  'queued', 1, 'processing', 1, 'completed_today', 4, 'failed_today', 1, 'cancelled_today', 0,
+  'queued', 1, 'processing', 1, 'completed_today', 4, 'failed_today', 1, 'cancelled_today', 0, 'expired_today', 0,
+  'paused', false,
   'by_priority', '{"high": {"queued": 1, "processing": 0}, "medium": {"queued": 0, "processing": 0}, "low": {"queued": 0, "processing": 1}}'::jsonb,
   'capacity', '{"max_concurrent": 10, "effective": 15, "peak": true, "multiplier": 1.5}'::jsonb,
   'avg_wait_seconds', 600.0, 'avg_processing_seconds', 150.0, 'throughput_last_hour', 4, 'oldest_queued_seconds', 300),
   'stats object');
-select is(:'s'::jsonb -> 'by_renderer', '{"manim": {"processing": 0, "limit": 4}, "revideo": {"processing": 1, "limit": 15}, "orchestrator": {"processing": 0, "limit": 15}}'::jsonb,
-          'by_renderer: processing and limit');
+select is(:'s'::jsonb -> 'by_renderer', '{"manim": {"processing": 0, "limit": 4, "paused": false}, "revideo": {"processing": 1, "limit": 15, "paused": false}, "orchestrator": {"processing": 0, "limit": 15, "paused": false}}'::jsonb,
+          'by_renderer: processing, limit and pause state');
 select ok(get_queue_metrics(:'T') -> 'counters' ?& array['jobs_completed_total', 'jobs_failed_total', 'jobs_retried_total'],
           'metrics carry the monotonic counters');
 select is(get_queue_metrics(:'T') -> 'processing_seconds_quantiles' ->> '0.5', '150', 'metrics: processing time median (last hour)');

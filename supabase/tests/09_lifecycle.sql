@@ -12,7 +12,7 @@ select is((select array_agg(p.proname::text order by p.proname) from pg_proc p
           array['claim_jobs', 'set_job_state'], 'only the claim and set_job_state write a job''s status');
 select is((select array_agg(p.proname::text order by p.proname) from pg_proc p
             where p.pronamespace in ('public'::regnamespace, 'queue'::regnamespace, 'private'::regnamespace)
-              and p.prosrc ~* 'update\s+public\.job_attempts\s'),
+              and p.prosrc ~* 'update\s+public\.job_attempts\s[^;]*set\s[^;]*\moutcome\s*='),
           array['close_attempt'], 'only close_attempt closes an attempt');
 
 select throws_ok($$select private.job_state(null::public.jobs, 'processing', now())$$, '22023', null,
