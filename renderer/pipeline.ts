@@ -14,7 +14,8 @@ import {
 } from "./errors.ts";
 import { composeVideo, type MediaTools, probeVideo, renderTitleCard } from "./ffmpeg.ts";
 import type { Log } from "./log.ts";
-import type { CallbackEvent, Stage } from "./protocol.ts";
+import type { RenderReport, RenderResult } from "../shared/render_protocol.ts";
+import type { Stage } from "./protocol.ts";
 import type { RenderRecord } from "./renders.ts";
 import type { VideoStorage } from "./storage.ts";
 
@@ -71,7 +72,7 @@ export class RenderPipeline {
     record.video = await storage.save(video, record);
     signal.throwIfAborted();
     const downloadUrl = this.config.downloadUrl(record.video.filename);
-    record.result = {
+    const result: RenderResult = {
       video_url: downloadUrl,
       download_url: downloadUrl,
       filename: record.video.filename,
@@ -81,10 +82,11 @@ export class RenderPipeline {
       expires_at: record.video.expires_at,
       renderer: name,
     };
+    record.result = result;
     record.progress = 100;
     const deliveries = record.fault === "duplicate" ? 2 : 1;
     for (let i = 0; i < deliveries; i++) {
-      await this.#deliver(record, { type: "completed", result: record.result });
+      await this.#deliver(record, { type: "completed", result });
     }
     record.state = "completed";
   }
@@ -172,7 +174,7 @@ export class RenderPipeline {
     }
   }
 
-  async #deliver(record: RenderRecord, event: CallbackEvent): Promise<void> {
+  async #deliver(record: RenderRecord, event: RenderReport): Promise<void> {
     await sendCallback(
       record.callback,
       callbackBody(record, event),
@@ -183,6 +185,6 @@ export class RenderPipeline {
   }
 }
 
-function callbackBody(record: RenderRecord, event: CallbackEvent): Record<string, unknown> {
+function callbackBody(record: RenderRecord, event: RenderReport): Record<string, unknown> {
   return { job_id: record.job_id, attempt: record.attempt, ...event };
 }

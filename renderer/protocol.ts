@@ -1,6 +1,8 @@
-// The render protocol as this service reads it (API.md "Render services", README "Protocol"): what the
-// worker sends to dispatch and cancel a render, and what the callbacks carry back.
+// The render protocol as this service reads it: the wire format of shared/render_protocol.ts (what the worker
+// sends to dispatch and cancel a render, what the callbacks carry back), plus this renderer's own rules for
+// its input: the job types it can draw and the payload fields its card needs.
 import { z } from "zod";
+import { CancelNotice, DispatchBody } from "../shared/render_protocol.ts";
 import type { JobType } from "./card_text.ts";
 import { RendererHttpError } from "./errors.ts";
 
@@ -13,30 +15,15 @@ const PayloadSchemas: Record<JobType, z.ZodType> = {
   daily_ca: z.looseObject({ date: z.string().min(1), headlines: z.array(z.string()).optional() }),
 };
 
-const DispatchSchema = z.object({
-  job_id: z.string().min(1).max(200),
-  attempt: z.number().int().positive(),
-  job_type: z.enum(JOB_TYPES),
-  payload: z.record(z.string(), z.unknown()),
-  callback: z.object({ url: z.url({ protocol: /^https?$/ }), token: z.string().min(1) }),
-  deadline: z.string().refine((s) => !Number.isNaN(Date.parse(s)), "not a timestamp").nullish(),
-}).superRefine((body, ctx) => {
+const DispatchSchema = DispatchBody.extend({ job_type: z.enum(JOB_TYPES) }).superRefine((body, ctx) => {
   const payload = PayloadSchemas[body.job_type].safeParse(body.payload);
   for (const issue of payload.success ? [] : payload.error.issues) {
     ctx.addIssue({ code: "custom", message: issue.message, path: ["payload", ...issue.path] });
   }
 });
 
-const CancelSchema = z.object({
-  job_id: z.string().min(1),
-  attempt: z.number().int().positive().optional(),
-});
-
-/** `POST /render`: one attempt of one job, and where to report on it. */
+/** `POST /render`: one attempt of one job (of a type this renderer draws), and where to report on it. */
 export type DispatchRequest = z.infer<typeof DispatchSchema>;
-
-/** `POST /render/cancel`: no attempt means the latest attempt of the job. */
-export type CancelRequest = z.infer<typeof CancelSchema>;
 
 /** The dispatch body, or a 400 whose `details` name each failing field. */
 export function parseDispatch(body: unknown): DispatchRequest {
@@ -51,18 +38,12 @@ export function parseDispatch(body: unknown): DispatchRequest {
   );
 }
 
-/** The cancel body, or a 400. */
-export function parseCancel(body: unknown): CancelRequest {
-  const parsed = CancelSchema.safeParse(body);
+/** `POST /render/cancel`: the cancel notice, or a 400. No attempt means the latest attempt of the job. */
+export function parseCancel(body: unknown): CancelNotice {
+  const parsed = CancelNotice.safeParse(body);
   if (parsed.success) return parsed.data;
   throw new RendererHttpError(400, "invalid_request", 'Send {"job_id", "attempt"}.');
 }
 
 /** The steps a render reports, in order, with the progress each one stands for. */
 export type Stage = "generating_screenshot" | "composing_video" | "saving_file";
-
-/** What a callback tells the queue about the attempt (each body also carries `job_id` and `attempt`). */
-export type CallbackEvent =
-  | { type: "progress"; stage: Stage; progress: number }
-  | { type: "completed"; result: Record<string, unknown> }
-  | { type: "failed"; error: string; retryable: boolean };

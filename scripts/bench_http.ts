@@ -2,15 +2,13 @@
 // service by the kick path (no cron). Also the enqueue and callback round trips.
 // Run by `deno task bench` (or against the dev stack: deno run -A scripts/bench_http.ts).
 import { db, env, fnUrl, mintUser, resetData } from "../tests/harness.ts";
+import { fakeRenderService } from "../tests/support/render_service.ts";
 
 const ROUNDS = Number(Deno.env.get("BENCH_ROUNDS") ?? 50);
 const arrivals = new Map<string, (at: number) => void>();
-const dispatches = new Map<string, { attempt: number; callback: { url: string; token: string } }>();
 
-const render = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
-  const body = await req.json();
-  dispatches.set(body.job_id, body);
-  arrivals.get(body.job_id)?.(performance.now());
+const render = await fakeRenderService((dispatch) => {
+  arrivals.get(dispatch.job_id)?.(performance.now());
   return new Response(JSON.stringify({ accepted: true }), { status: 202 });
 });
 
@@ -26,7 +24,7 @@ const fmt = (label: string, xs: number[]) =>
 try {
   await resetData();
   await db`update job_queue_config set max_concurrent_renders = 1000`;
-  await db`insert into render_endpoints (renderer, url) values ('orchestrator', ${`http://127.0.0.1:${render.addr.port}/render`})`;
+  await db`insert into render_endpoints (renderer, url) values ('orchestrator', ${render.url})`;
   const toDispatch: number[] = [];
   const enqueueRoundTrip: number[] = [];
   const callbackRoundTrip: number[] = [];
@@ -40,12 +38,13 @@ try {
     });
     const { job } = await res.json();
     enqueueRoundTrip.push(performance.now() - start);
-    const arrived = dispatches.has(job.id)
+    const dispatchOf = () => render.dispatches.find((d) => d.job_id === job.id);
+    const arrived = dispatchOf()
       ? performance.now()
       : await new Promise<number>((resolve) => arrivals.set(job.id, resolve));
     toDispatch.push(arrived - start);
 
-    const d = dispatches.get(job.id)!;
+    const d = dispatchOf()!;
     const cbStart = performance.now();
     const cb = await fetch(d.callback.url, {
       method: "POST",
@@ -65,6 +64,6 @@ try {
   fmt("completed callback round trip", callbackRoundTrip);
   console.log(`(stack ${env.API_URL}; one job at a time, capacity free)`);
 } finally {
-  await render.shutdown();
+  await render.close();
   await db.end();
 }

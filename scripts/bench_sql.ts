@@ -2,8 +2,10 @@
 // the cost of one enqueue, one claim and one position lookup with 100 and with 100,000 jobs waiting,
 // and of get_queue_stats() with 1,000,000 finished jobs (skip that with --quick).
 // Figures are client round trips (median and p95 over many calls) over one connection, each call in its
-// own transaction as the Edge Functions make them. It resets the queue tables: use a throw-away database.
+// own transaction as the Edge Functions make them. It resets the queue tables to the pgTAP files' clean
+// queue (tests/support/reset_queue.ts): use a throw-away database.
 import postgres from "postgres";
+import { resetQueue } from "../tests/support/reset_queue.ts";
 
 const url = Deno.env.get("SUPABASE_DB_URL");
 if (!url) throw new Error("set SUPABASE_DB_URL (a throw-away database: the benchmark truncates jobs)");
@@ -39,11 +41,9 @@ await sql`create schema if not exists vq_bench`;
 await sql`drop table if exists vq_bench.saved_config`;
 await sql`create table vq_bench.saved_config as table public.job_queue_config`;
 await sql`insert into auth.users (id, email) values (${USER}, 'bench@local') on conflict do nothing`;
+await resetQueue(sql); // the pgTAP files' clean queue: one endpoint per renderer, the seed's config
 await sql`update public.job_queue_config set max_concurrent_renders = 100000, max_manim_renders = 100000,
                  max_queued_per_user = 1000000, max_enqueues_per_minute = 1000000`;
-await sql`insert into public.render_endpoints (renderer, url)
-          select r, 'http://bench-' || r || '.local' from unnest(array['manim', 'revideo', 'orchestrator']) r
-          on conflict do nothing`;
 try {
   for (const waiting of [100, 100_000]) {
     await fill(waiting);
@@ -116,7 +116,6 @@ try {
   await sql`update public.job_queue_config c set max_concurrent_renders = s.max_concurrent_renders,
               max_manim_renders = s.max_manim_renders, max_queued_per_user = s.max_queued_per_user,
               max_enqueues_per_minute = s.max_enqueues_per_minute from vq_bench.saved_config s where s.id = c.id`;
-  await sql`delete from public.render_endpoints where url like 'http://bench-%'`;
   await sql`drop schema vq_bench cascade`;
   await sql.end();
 }

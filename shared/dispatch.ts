@@ -1,8 +1,14 @@
-// The worker's side of the render protocol (API.md "Render services", docs/ARCHITECTURE.md).
-import { PermanentRenderError, RetryableRenderError } from "./errors.ts";
+// The worker's side of the render protocol (render_protocol.ts): hands a claim to its render endpoint and
+// says what the answer means, as a value (DispatchOutcome); tells a render service about a cancel.
 import { functionUrl } from "./background.ts";
 import type { Claim } from "./queue.ts";
-import { isSafeText, RenderResult } from "./schemas.ts";
+import {
+  type CancelNotice,
+  type DispatchBody,
+  type DispatchOutcome,
+  RenderAnswer,
+} from "./render_protocol.ts";
+import { isSafeText } from "./schemas.ts";
 
 /** How long a render service may take to accept (or refuse) a job. */
 export const DISPATCH_TIMEOUT_MS = 10_000;
@@ -13,32 +19,31 @@ const CANCEL_NOTICE_TIMEOUT_MS = 5_000;
 /** The most of a render service's answer the worker reads; a result is a few hundred bytes. */
 export const MAX_RENDER_ANSWER_BYTES = 64 * 1024;
 
-/** What a render service did with a job it accepted. */
-export type Dispatched =
-  | { accepted: "async" } // 202: it will call back
-  | { accepted: "done"; result: Record<string, unknown> }; // 200: finished already
-
-/** The body a render service receives for one attempt. */
-export function dispatchBody(claim: Claim) {
+/** The body a render service receives for one attempt (without SUPABASE_URL there is no callback URL). */
+export function dispatchBody(claim: Claim): DispatchBody {
   return {
     job_id: claim.job_id,
     attempt: claim.attempt,
     job_type: claim.job_type,
     payload: claim.payload,
-    callback: { url: functionUrl("video-queue-worker/events"), token: claim.callback_token },
+    callback: { url: functionUrl("video-queue-worker/events") ?? "", token: claim.callback_token },
     deadline: claim.deadline,
   };
 }
 
 /**
- * Hands one claimed job to its render endpoint and classifies the answer: 202 and 200 are accepted;
- * any other 4xx throws PermanentRenderError; 5xx, 429, a time-out or a failed connection throw
- * RetryableRenderError (with `endpointDown` when the endpoint looks dead or busy, and `delivered: false`
- * when the job surely did not start there: a refused connection, a 429 or a redirect).
+ * Hands one claimed job to its render endpoint and says what the answer means (DispatchOutcome):
+ * 202 accepted; 200 with a valid result completed; 429 busy (its Retry-After, else 10 s); a refused
+ * connection or a redirect busy too (SQL's default cool-down); no answer within `timeoutMs` (the body
+ * included) failed, retryable, and the endpoint cools down; any other 4xx failed for good; 5xx, other
+ * statuses and a 200 without a valid result (or over MAX_RENDER_ANSWER_BYTES) failed, retryable.
  * Redirects are never followed: the body carries the attempt's callback token, and only the registered
- * URL may receive it.
+ * URL may receive it. Nothing a render service does makes it throw.
  */
-export async function dispatchToRenderer(claim: Claim, timeoutMs = DISPATCH_TIMEOUT_MS): Promise<Dispatched> {
+export async function dispatchToRenderer(
+  claim: Claim,
+  timeoutMs = DISPATCH_TIMEOUT_MS,
+): Promise<DispatchOutcome> {
   let res: Response;
   let text: string | undefined;
   try {
@@ -51,50 +56,44 @@ export async function dispatchToRenderer(claim: Claim, timeoutMs = DISPATCH_TIME
     });
     if (res.status === 202) {
       await res.body?.cancel();
-      return { accepted: "async" };
+      return { kind: "accepted" };
     }
     text = await readBounded(res); // the time-out covers the body too
   } catch (err) {
-    // A time-out may have reached the service (it may be rendering); a refused connection did not.
-    const timedOut = (err as Error)?.name === "TimeoutError";
-    throw new RetryableRenderError(
-      timedOut ? `render service gave no answer within ${timeoutMs} ms` : "render service unreachable",
-      { endpointDown: true, delivered: timedOut },
-    );
+    // A time-out may have reached the service (it may be rendering): a failed attempt. A refused
+    // connection did not: the job is released. Either way the endpoint looks dead for now.
+    if ((err as Error)?.name === "TimeoutError") {
+      const error = `render service gave no answer within ${timeoutMs} ms`;
+      return { kind: "failed", error, retryable: true, cooldownSeconds: "default" };
+    }
+    return { kind: "busy", reason: "render service unreachable", cooldownSeconds: "default" };
   }
   if (res.status >= 300 && res.status < 400) {
     // A misconfigured (or hostile) endpoint: the job did not start, so release it and skip the endpoint.
-    throw new RetryableRenderError(`render service answered ${res.status} (a redirect, not followed)`, {
-      endpointDown: true,
-      delivered: false,
-    });
+    const reason = `render service answered ${res.status} (a redirect, not followed)`;
+    return { kind: "busy", reason, cooldownSeconds: "default" };
   }
   if (res.status === 429) {
     // Busy: the job did not start there. Not a failed attempt (a busy farm must not use up a user's
     // retries): release it and skip this endpoint for its Retry-After.
-    throw new RetryableRenderError("render service is busy (429)", {
-      endpointDown: true,
-      delivered: false,
-      cooldownSeconds: retryAfterSeconds(res.headers.get("retry-after")) ?? BUSY_COOLDOWN_SECONDS,
-    });
+    const cooldownSeconds = retryAfterSeconds(res.headers.get("retry-after")) ?? BUSY_COOLDOWN_SECONDS;
+    return { kind: "busy", reason: "render service is busy (429)", cooldownSeconds };
   }
   if (res.status === 200) {
     if (text === undefined) {
-      throw new RetryableRenderError(
-        `render service answered 200 with more than ${MAX_RENDER_ANSWER_BYTES} bytes`,
-      );
+      const error = `render service answered 200 with more than ${MAX_RENDER_ANSWER_BYTES} bytes`;
+      return { kind: "failed", error, retryable: true };
     }
-    const parsed = RenderResult.safeParse(safeJson(text));
-    if (parsed.success) return { accepted: "done", result: parsed.data.result };
-    throw new RetryableRenderError("render service answered 200 without a valid result");
+    const parsed = RenderAnswer.safeParse(safeJson(text));
+    if (parsed.success) return { kind: "completed", result: parsed.data.result };
+    return { kind: "failed", error: "render service answered 200 without a valid result", retryable: true };
   }
   // error_message is shown to the job's owner: keep only the service's own error sentence, not its raw body.
   const reason = (safeJson(text ?? "") as { error?: { message?: unknown } } | undefined)?.error?.message;
-  const message = `render service answered ${res.status}${
+  const error = `render service answered ${res.status}${
     typeof reason === "string" && isSafeText(reason) ? `: ${[...reason].slice(0, 200).join("")}` : ""
   }`;
-  if (res.status >= 400 && res.status < 500 && res.status !== 429) throw new PermanentRenderError(message);
-  throw new RetryableRenderError(message);
+  return { kind: "failed", error, retryable: !(res.status >= 400 && res.status < 500) };
 }
 
 /** Tells a render service that an attempt was cancelled: `POST <endpoint>/cancel`, best effort. */
@@ -102,7 +101,7 @@ export async function notifyRenderCancel(endpointUrl: string, jobId: string, att
   const res = await fetch(`${endpointUrl.replace(/\/+$/, "")}/cancel`, {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ job_id: jobId, attempt }),
+    body: JSON.stringify({ job_id: jobId, attempt } satisfies CancelNotice),
     redirect: "manual",
     signal: AbortSignal.timeout(CANCEL_NOTICE_TIMEOUT_MS),
   });

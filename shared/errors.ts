@@ -35,35 +35,6 @@ export class HttpError extends Error {
   }
 }
 
-/** A render service said the job cannot succeed (4xx): fail it now, no retry. */
-export class PermanentRenderError extends Error {
-  override name = "PermanentRenderError";
-}
-
-/** A render service failed in a way worth retrying (5xx, 429, no answer). */
-export class RetryableRenderError extends Error {
-  override name = "RetryableRenderError";
-  /** The endpoint refused the connection or timed out: take it out of rotation for a while. */
-  readonly endpointDown: boolean;
-  /** False when the job surely never reached the service, so it can be released without a retry counted. */
-  readonly delivered: boolean;
-  /** How long to keep the endpoint out of rotation (a 429's Retry-After); undefined = SQL's default. */
-  readonly cooldownSeconds?: number;
-  constructor(
-    message: string,
-    { endpointDown = false, delivered = true, cooldownSeconds }: {
-      endpointDown?: boolean;
-      delivered?: boolean;
-      cooldownSeconds?: number;
-    } = {},
-  ) {
-    super(message);
-    this.endpointDown = endpointDown;
-    this.delivered = delivered;
-    this.cooldownSeconds = cooldownSeconds;
-  }
-}
-
 /** Maps anything thrown while handling a request to the contract's status, body and headers. */
 export function toHttpError(err: unknown): HttpError {
   if (err instanceof HttpError) return err;

@@ -12,3 +12,10 @@ export function log(event: string, fields: LogFields = {}): void {
 export function since(start: number): number {
   return Math.round(performance.now() - start);
 }
+
+/** A `log` that writes with one scope's fields (job_id, attempt, worker_id, …) on every line. */
+export type ScopedLog = (event: string, fields?: LogFields) => void;
+
+/** `scopedLog({ job_id, attempt, worker_id })("job_released")`: the scope once, not rebuilt at every line. */
+export const scopedLog = (scope: LogFields): ScopedLog => (event, fields = {}) =>
+  log(event, { ...scope, ...fields });

@@ -10,22 +10,12 @@ export {
 } from "./auth.ts";
 export { backgroundTasksSettled, functionUrl, kickWorker, runInBackground } from "./background.ts";
 export { asCaller, closeDb, db } from "./db.ts";
-export {
-  DISPATCH_TIMEOUT_MS,
-  dispatchBody,
-  type Dispatched,
-  dispatchToRenderer,
-  notifyRenderCancel,
-} from "./dispatch.ts";
-export {
-  errorResponse,
-  HttpError,
-  PermanentRenderError,
-  RetryableRenderError,
-  toHttpError,
-} from "./errors.ts";
+export { DISPATCH_TIMEOUT_MS, dispatchBody, dispatchToRenderer, notifyRenderCancel } from "./dispatch.ts";
+export { errorResponse, HttpError, toHttpError } from "./errors.ts";
 export { corsHeaders, json, MAX_BODY_BYTES, readJson, router, type Routes } from "./http.ts";
-export { log, since } from "./log.ts";
+export { log, type LogFields, type ScopedLog, scopedLog, since } from "./log.ts";
 export { prometheusText, type QueueMetrics } from "./metrics.ts";
 export * from "./queue.ts";
+export * from "./render_protocol.ts";
 export * from "./schemas.ts";
+export { applyRenderEvent, type PassSummary, workerPass } from "./worker_pass.ts";

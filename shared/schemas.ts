@@ -1,11 +1,10 @@
 // Request shapes (API.md "Endpoints"). Validation of form only: what a value means is SQL's business.
 // Form includes what Postgres cannot take at all: every value that reaches SQL is checked here first, so
-// hostile input is a 400 naming the field, never a failed statement (a 500).
+// hostile input is a 400 naming the field, never a failed statement (a 500). The render protocol's shapes
+// (dispatch, callbacks) are in render_protocol.ts, built from the text and JSON rules here.
 import { z } from "zod";
 
-export const JOB_TYPES = ["doubt", "topic_short", "daily_ca"] as const;
 export const PRIORITIES = ["high", "medium", "low"] as const;
-export const RENDERERS = ["manim", "revideo", "orchestrator"] as const;
 export const JOB_STATUSES = ["queued", "processing", "completed", "failed", "cancelled"] as const;
 export const MAX_LIST_LIMIT = 200;
 
@@ -69,7 +68,7 @@ export function jsonIssues(value: unknown, basePath: (string | number)[] = [], l
  * A loose object (extra fields kept, as render services send them): the `shape` fields are checked by
  * their schemas, every other field deeply by jsonIssues.
  */
-function looseJsonObject<S extends z.core.$ZodLooseShape>(shape: S) {
+export function looseJsonObject<S extends z.core.$ZodLooseShape>(shape: S) {
   return z.looseObject(shape).superRefine((value, ctx) => {
     const extra = Object.fromEntries(Object.entries(value).filter(([key]) => !Object.hasOwn(shape, key)));
     for (const { path, message } of jsonIssues(extra)) ctx.addIssue({ code: "custom", path, message });
@@ -78,8 +77,14 @@ function looseJsonObject<S extends z.core.$ZodLooseShape>(shape: S) {
 
 // Shared fields ---------------------------------------------------------------------------------------------
 
-const jobId = z.guid("job_id must be a UUID.");
+/** A job's id, as every request and callback names it. */
+export const jobId = z.guid("job_id must be a UUID.");
 const language = safeText().min(1).max(35).optional();
+/** The form of a renderer's name; which renderers exist is SQL's to say (VQ400 lists the renderers table). */
+const rendererName = z.string().regex(
+  /^[a-z][a-z0-9_]*$/,
+  "renderer must be a name of a to z, 0 to 9 and _.",
+);
 
 /** An ISO 8601 time with an offset, from 1970 on and at most MAX_RUN_AT_DAYS_AHEAD days ahead. */
 const runAt = z.iso.datetime({ offset: true, message: "run_at must be an ISO 8601 time.", abort: true })
@@ -106,11 +111,14 @@ export const payloadSchemas = {
   }),
 };
 
+/** The job types a payload schema exists for (SQL's job_types table decides which may be enqueued). */
+export const JOB_TYPES = Object.keys(payloadSchemas) as (keyof typeof payloadSchemas)[];
+
 const enqueueOptions = {
   idempotency_key: safeText().min(1).max(128).optional(),
   priority: z.enum(PRIORITIES).optional(),
   run_at: runAt.optional(),
-  renderer: z.enum(RENDERERS).optional(),
+  renderer: rendererName.optional(),
 };
 
 /** `POST /enqueue` */
@@ -140,34 +148,3 @@ export const StatusQuery = z.strictObject({
   limit: z.coerce.number().pipe(z.int().min(1).max(MAX_LIST_LIMIT)).optional(),
 });
 export type StatusQuery = z.infer<typeof StatusQuery>;
-
-// Callbacks come from render services we do not control: extra fields are ignored, not refused.
-const ATTEMPT = `attempt must be a whole number from 1 to ${MAX_INT4}.`;
-const attemptRef = {
-  job_id: jobId,
-  attempt: z.int({ error: ATTEMPT, abort: true }).min(1, ATTEMPT).max(MAX_INT4, ATTEMPT),
-};
-
-/** What a render service reports as the finished video: `video_url` and whatever else it adds. */
-const renderResult = looseJsonObject({ video_url: safeText().min(1) });
-
-/** `POST /video-queue-worker/events` */
-export const RenderEvent = z.discriminatedUnion("type", [
-  z.object({
-    ...attemptRef,
-    type: z.literal("progress"),
-    stage: safeText().min(1).max(100).optional(),
-    progress: z.number().min(0).max(100).transform(Math.round),
-  }),
-  z.object({ ...attemptRef, type: z.literal("completed"), result: renderResult }),
-  z.object({
-    ...attemptRef,
-    type: z.literal("failed"),
-    error: safeText().min(1).max(2000),
-    retryable: z.boolean().default(true),
-  }),
-], { error: "type must be one of progress, completed, failed." });
-export type RenderEvent = z.infer<typeof RenderEvent>;
-
-/** A render service's synchronous `200` answer: the finished result. */
-export const RenderResult = z.object({ result: renderResult });

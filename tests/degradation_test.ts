@@ -205,8 +205,8 @@ test("render endpoints that refuse or hang cost a worker pass no more than the d
       assert.equal(job.backing_off, true);
       assert.ok(job.error_message, "the failure is recorded");
     }
-    // The endpoints that refused or gave no answer are out of rotation for a cool-down. (The stalled one is
-    // not: dispatch.ts reads its cut-off body as an over-long answer, not as a time-out.)
+    // The endpoints that refused or gave no answer are out of rotation for a cool-down. (So is the stalled
+    // one: a body that stalls is a time-out too; functions_unit_test checks that outcome.)
     const cooling = await db`select renderer from render_endpoints where unhealthy_until > now()`;
     for (const renderer of ["manim", "revideo"]) {
       assert.ok(cooling.some((e) => e.renderer === renderer), `${renderer}'s endpoint cools down`);

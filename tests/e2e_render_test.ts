@@ -3,18 +3,8 @@
 // what GET /status shows, so the tests see the job's life as a user would, without timing anything.
 import assert from "node:assert/strict";
 import { type RendererHandle, startRenderer } from "../renderer/server.ts";
+import type { Job } from "../shared/mod.ts";
 import { client, db, env, eventually, fnUrl, mintUser, resetData, test, type TestUser } from "./harness.ts";
-
-interface Job {
-  id: string;
-  status: string;
-  stage: string | null;
-  progress: number;
-  attempt?: number;
-  retry_count: number;
-  error_message: string | null;
-  result: Record<string, unknown> | null;
-}
 
 interface Seen {
   callback: { job_id: string; attempt: number; type: string; stage?: string; progress?: number };

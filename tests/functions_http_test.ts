@@ -1,9 +1,9 @@
 // The four Edge Functions through HTTP on the local stack: users call them with supabase-js
-// (functions.invoke), the worker and the render protocol with plain fetch, and a real test render
-// service (a Deno.serve on port 0) receives dispatches. Waits are on events or polled state, never sleeps.
+// (functions.invoke), the worker and the render protocol with plain fetch, and a fake render service
+// (tests/support, a real server on port 0) receives dispatches. Waits are on events or polled state, never sleeps.
 import assert from "node:assert/strict";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
-import type { Job } from "../shared/mod.ts";
+import { DispatchBody, type Job } from "../shared/mod.ts";
 import {
   client,
   db,
@@ -15,6 +15,7 @@ import {
   setQueueCronActive,
   test,
 } from "./harness.ts";
+import { type FakeRenderService, fakeRenderService } from "./support/render_service.ts";
 
 // Helpers ---------------------------------------------------------------------------------------------------
 
@@ -105,69 +106,6 @@ async function jobState(id: string): Promise<Job> {
 const workerPass = (key = env.SECRET_KEY) =>
   http("video-queue-worker", { method: "POST", headers: asSecretKey(key) });
 
-// The test render service -------------------------------------------------------------------------------------
-
-type Dispatch = {
-  job_id: string;
-  attempt: number;
-  job_type: string;
-  payload: Record<string, unknown>;
-  callback: { url: string; token: string };
-  deadline: string;
-};
-
-interface TestRenderService {
-  url: string;
-  dispatches: Dispatch[];
-  cancels: { job_id: string; attempt: number }[];
-  /** Resolves with `pick()`'s value once it is defined, re-checked on every request the service receives. */
-  until<T>(what: string, pick: () => T | undefined | false, timeoutMs?: number): Promise<T>;
-  close(): Promise<void>;
-}
-
-/** A real render service on a free port: records every dispatch and cancel, answers as `behaviour` says. */
-function startTestRenderService(
-  behaviour: (d: Dispatch) => Response | Promise<Response> = () => new Response(null, { status: 202 }),
-): TestRenderService {
-  const dispatches: Dispatch[] = [];
-  const cancels: { job_id: string; attempt: number }[] = [];
-  const watchers = new Set<() => void>();
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
-    const body = await req.json();
-    const isCancel = new URL(req.url).pathname.endsWith("/cancel");
-    (isCancel ? cancels : dispatches).push(body);
-    queueMicrotask(() => watchers.forEach((check) => check()));
-    return isCancel ? new Response(null, { status: 200 }) : await behaviour(body);
-  });
-  return {
-    url: `http://127.0.0.1:${server.addr.port}/render`,
-    dispatches,
-    cancels,
-    until<T>(what: string, pick: () => T | undefined | false, timeoutMs = 10_000) {
-      return new Promise<T>((resolve, reject) => {
-        const stop = () => {
-          clearTimeout(timer);
-          watchers.delete(check);
-        };
-        const check = () => {
-          const value = pick();
-          if (value !== undefined && value !== false) {
-            stop();
-            resolve(value);
-          }
-        };
-        const timer = setTimeout(() => {
-          stop();
-          reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
-        }, timeoutMs);
-        watchers.add(check);
-        check();
-      });
-    },
-    close: () => server.shutdown(),
-  };
-}
-
 /** Registers a render endpoint the way an operator does (API.md). */
 async function register(url: string, renderer = "orchestrator"): Promise<string> {
   const [{ id }] =
@@ -175,7 +113,7 @@ async function register(url: string, renderer = "orchestrator"): Promise<string>
   return id;
 }
 
-const dispatchOf = (service: TestRenderService, jobId: string, attempt = 1) =>
+const dispatchOf = (service: FakeRenderService, jobId: string, attempt = 1) =>
   service.until(
     `dispatch of ${jobId}/${attempt}`,
     () => service.dispatches.find((d) => d.job_id === jobId && d.attempt === attempt),
@@ -183,7 +121,7 @@ const dispatchOf = (service: TestRenderService, jobId: string, attempt = 1) =>
 
 /** A render service's callback for the attempt `d` (its token unless another is given). */
 async function callback(
-  d: Dispatch,
+  d: DispatchBody,
   event: Record<string, unknown>,
   token = d.callback.token,
 ): Promise<Answer> {
@@ -246,6 +184,18 @@ test("enqueue: only an admin may set priority; a secret key may enqueue", async 
   assert.equal((await enqueueAs(admin.token, { ...doubt(), priority: "low" })).priority, "low");
   const byKey = await http("enqueue", jsonPost(doubt(), asSecretKey()));
   assert.equal(byKey.status, 201);
+});
+
+test("enqueue: an unknown renderer is SQL's 400, naming the renderers of the catalog", async () => {
+  await setup();
+  const admin = await mintUser({ admin: true });
+  const unknown = await invoke("enqueue", admin.token, { body: { ...doubt(), renderer: "blender" } });
+  assertError(unknown, 400, "invalid_request");
+  assert.match(unknown.body.error.message, /unknown renderer "blender".*manim, orchestrator, revideo/i);
+  const malformed = await invoke("enqueue", admin.token, { body: { ...doubt(), renderer: "Blender 3" } });
+  assertError(malformed, 400, "invalid_request");
+  assert.deepEqual(malformed.body.error.details.map((d: { field: string }) => d.field), ["renderer"]);
+  assert.equal((await enqueueAs(admin.token, { ...doubt(), renderer: "revideo" })).renderer, "revideo");
 });
 
 test("enqueue: 400 with details, 405, 413, 415, 429 with Retry-After, CORS preflight", async () => {
@@ -473,16 +423,12 @@ test("cancel: a queued job is cancelled and never started; again is 409; another
     "invalid_request",
   );
 
-  const service = startTestRenderService();
-  try {
-    await register(service.url);
-    const pass = await workerPass();
-    assert.equal(pass.status, 200);
-    assert.equal(service.dispatches.length, 0);
-    assert.equal((await jobState(job.id)).status, "cancelled");
-  } finally {
-    await service.close();
-  }
+  await using service = await fakeRenderService();
+  await register(service.url);
+  const pass = await workerPass();
+  assert.equal(pass.status, 200);
+  assert.equal(service.dispatches.length, 0);
+  assert.equal((await jobState(job.id)).status, "cancelled");
 });
 
 // The worker --------------------------------------------------------------------------------------------------
@@ -506,278 +452,242 @@ test("worker: a pass needs a secret key (new or legacy) and answers its counts",
 
   // Jobs enqueued in SQL (no kick), then one pass by hand dispatches them.
   for (const q of ["one", "two"]) await db`select queue.enqueue_job('doubt', ${db.json({ question: q })})`;
-  const service = startTestRenderService();
-  try {
-    await register(service.url);
-    const pass = await workerPass();
-    assert.equal(pass.status, 200);
-    assert.deepEqual(Object.keys(pass.body).sort(), [
-      "capacity",
-      "claimed",
-      "dispatched",
-      "recovered",
-      "released",
-    ]);
-    assert.equal(pass.body.dispatched, pass.body.claimed);
-    assert.equal(typeof pass.body.capacity.effective, "number");
-    await service.until("both dispatches", () => service.dispatches.length === 2);
-    const legacy = await workerPass(env.SERVICE_ROLE_KEY);
-    assert.equal(legacy.status, 200);
-  } finally {
-    await service.close();
-  }
+  await using service = await fakeRenderService();
+  await register(service.url);
+  const pass = await workerPass();
+  assert.equal(pass.status, 200);
+  assert.deepEqual(Object.keys(pass.body).sort(), [
+    "capacity",
+    "claimed",
+    "dispatched",
+    "recovered",
+    "released",
+  ]);
+  assert.equal(pass.body.dispatched, pass.body.claimed);
+  assert.equal(typeof pass.body.capacity.effective, "number");
+  await service.until("both dispatches", () => service.dispatches.length === 2);
+  const legacy = await workerPass(env.SERVICE_ROLE_KEY);
+  assert.equal(legacy.status, 200);
 });
 
 test("a job's whole life over HTTP: enqueue → kick → dispatch → progress → completed with result.video_url", async () => {
   await setup();
-  const service = startTestRenderService();
-  try {
-    await register(service.url);
-    const user = await mintUser();
-    const job = await enqueueAs(user.token, { ...doubt("Explain the Preamble"), idempotency_key: "life" });
-    const d = await dispatchOf(service, job.id);
+  await using service = await fakeRenderService();
+  await register(service.url);
+  const user = await mintUser();
+  const job = await enqueueAs(user.token, { ...doubt("Explain the Preamble"), idempotency_key: "life" });
+  const d = await dispatchOf(service, job.id);
 
-    assert.deepEqual(Object.keys(d).sort(), [
-      "attempt",
-      "callback",
-      "deadline",
-      "job_id",
-      "job_type",
-      "payload",
-    ]);
-    assert.equal(d.job_type, "doubt");
-    assert.deepEqual(d.payload, { question: "Explain the Preamble" });
-    assert.equal(d.callback.url, fnUrl("video-queue-worker/events"));
-    assert.ok(d.callback.token.length >= 32);
-    assert.ok(Date.parse(d.deadline) > Date.now());
+  assert.deepEqual(Object.keys(d).sort(), Object.keys(DispatchBody.shape).sort()); // the protocol's fields
+  assert.equal(d.job_type, "doubt");
+  assert.deepEqual(d.payload, { question: "Explain the Preamble" });
+  assert.equal(d.callback.url, fnUrl("video-queue-worker/events"));
+  assert.ok(d.callback.token.length >= 32);
+  assert.ok(Date.parse(d.deadline ?? "") > Date.now());
 
-    const processing = (await invoke(`status?job_id=${job.id}`, user.token, { method: "GET" })).body.job;
-    assert.equal(processing.status, "processing");
-    assert.ok(processing.started_at);
-    assert.equal(processing.queue_position, null);
+  const processing = (await invoke(`status?job_id=${job.id}`, user.token, { method: "GET" })).body.job;
+  assert.equal(processing.status, "processing");
+  assert.ok(processing.started_at);
+  assert.equal(processing.queue_position, null);
 
-    for (
-      const [stage, progress] of [["generating_screenshot", 20], ["composing_video", 60], [
-        "saving_file",
-        80,
-      ]] as const
-    ) {
-      const answer = await callback(d, { type: "progress", stage, progress });
-      assert.equal(answer.status, 200);
-      assert.equal(answer.body.job.stage, stage);
-      assert.equal(answer.body.job.progress, progress);
-    }
-    const result = {
-      video_url: "https://cdn.example/v/1.mp4",
-      file_size: 1234,
-      duration_seconds: 5,
-      resolution: "1080x1920",
-    };
-    const completed = await callback(d, { type: "completed", result });
-    assert.equal(completed.status, 200);
-    assert.equal(completed.body.job.status, "completed");
-    assert.equal(completed.body.job.result.video_url, result.video_url);
-    const again = await callback(d, { type: "completed", result });
-    assert.equal(again.status, 200, "repeating a completion is harmless");
-    assert.equal(again.body.job.completed_at, completed.body.job.completed_at);
-
-    const final = (await invoke(`status?job_id=${job.id}`, user.token, { method: "GET" })).body.job;
-    assert.equal(final.status, "completed");
-    assert.equal(final.progress, 100);
-    assert.deepEqual(final.result, { ...final.result, ...result });
-    assert.ok(final.completed_at);
-  } finally {
-    await service.close();
+  for (
+    const [stage, progress] of [["generating_screenshot", 20], ["composing_video", 60], [
+      "saving_file",
+      80,
+    ]] as const
+  ) {
+    const answer = await callback(d, { type: "progress", stage, progress });
+    assert.equal(answer.status, 200);
+    assert.equal(answer.body.job.stage, stage);
+    assert.equal(answer.body.job.progress, progress);
   }
+  const result = {
+    video_url: "https://cdn.example/v/1.mp4",
+    file_size: 1234,
+    duration_seconds: 5,
+    resolution: "1080x1920",
+  };
+  const completed = await callback(d, { type: "completed", result });
+  assert.equal(completed.status, 200);
+  assert.equal(completed.body.job.status, "completed");
+  assert.equal(completed.body.job.result.video_url, result.video_url);
+  const again = await callback(d, { type: "completed", result });
+  assert.equal(again.status, 200, "repeating a completion is harmless");
+  assert.equal(again.body.job.completed_at, completed.body.job.completed_at);
+
+  const final = (await invoke(`status?job_id=${job.id}`, user.token, { method: "GET" })).body.job;
+  assert.equal(final.status, "completed");
+  assert.equal(final.progress, 100);
+  assert.deepEqual(final.result, { ...final.result, ...result });
+  assert.ok(final.completed_at);
 });
 
 test("kick latency: a job enqueued while capacity is free is dispatched without any worker call", async () => {
   await setup();
-  const service = startTestRenderService();
-  try {
-    await register(service.url);
-    const user = await mintUser();
-    await enqueueAs(user.token); // warm the path (first imports, pool connections)
-    await service.until("the warm-up dispatch", () => service.dispatches.length === 1);
+  await using service = await fakeRenderService();
+  await register(service.url);
+  const user = await mintUser();
+  await enqueueAs(user.token); // warm the path (first imports, pool connections)
+  await service.until("the warm-up dispatch", () => service.dispatches.length === 1);
 
-    const latencies: number[] = [];
-    for (let i = 0; i < 3; i++) {
-      const start = performance.now();
-      const job = await enqueueAs(user.token, doubt(`latency ${i}`));
-      await dispatchOf(service, job.id);
-      latencies.push(Math.round(performance.now() - start));
-    }
-    console.log(JSON.stringify({ event: "enqueue_to_dispatch_ms", latencies }));
-    assert.ok(Math.max(...latencies) < 10_000);
-  } finally {
-    await service.close();
+  const latencies: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const start = performance.now();
+    const job = await enqueueAs(user.token, doubt(`latency ${i}`));
+    await dispatchOf(service, job.id);
+    latencies.push(Math.round(performance.now() - start));
   }
+  console.log(JSON.stringify({ event: "enqueue_to_dispatch_ms", latencies }));
+  assert.ok(Math.max(...latencies) < 10_000);
 });
 
 test("render answers: 4xx fails the job at once, 5xx schedules a retry, 200 completes it", async () => {
   await setup();
-  const service = startTestRenderService((d) => {
+  await using service = await fakeRenderService((d) => {
     const question = String(d.payload.question);
     if (question === "4xx") return new Response("unsupported payload", { status: 422 });
     if (question === "5xx") return new Response("overloaded", { status: 503 });
     return Response.json({ result: { video_url: `https://cdn.example/${d.job_id}.mp4` } });
   });
-  try {
-    await register(service.url);
-    const user = await mintUser();
-    const permanent = await enqueueAs(user.token, doubt("4xx"));
-    const retryable = await enqueueAs(user.token, doubt("5xx"));
-    const done = await enqueueAs(user.token, doubt("200"));
+  await register(service.url);
+  const user = await mintUser();
+  const permanent = await enqueueAs(user.token, doubt("4xx"));
+  const retryable = await enqueueAs(user.token, doubt("5xx"));
+  const done = await enqueueAs(user.token, doubt("200"));
 
-    const failed = await eventually("the 4xx job to fail", async () => {
-      const job = await jobState(permanent.id);
-      return job.status === "failed" && job;
-    });
-    assert.equal(failed.retry_count, 0);
-    assert.match(failed.error_message ?? "", /422/);
+  const failed = await eventually("the 4xx job to fail", async () => {
+    const job = await jobState(permanent.id);
+    return job.status === "failed" && job;
+  });
+  assert.equal(failed.retry_count, 0);
+  assert.match(failed.error_message ?? "", /422/);
 
-    const retrying = await eventually("the 5xx job to be rescheduled", async () => {
-      const job = await jobState(retryable.id);
-      return job.status === "queued" && job.retry_count === 1 && job;
-    });
-    assert.ok(Date.parse(retrying.next_attempt_at ?? "") > Date.now());
-    assert.match(retrying.error_message ?? "", /503/);
+  const retrying = await eventually("the 5xx job to be rescheduled", async () => {
+    const job = await jobState(retryable.id);
+    return job.status === "queued" && job.retry_count === 1 && job;
+  });
+  assert.ok(Date.parse(retrying.next_attempt_at ?? "") > Date.now());
+  assert.match(retrying.error_message ?? "", /503/);
 
-    const completed = await eventually("the 200 job to complete", async () => {
-      const job = await jobState(done.id);
-      return job.status === "completed" && job;
-    });
-    assert.equal(completed.result?.video_url, `https://cdn.example/${done.id}.mp4`);
-    assert.equal(service.dispatches.length, 3);
-  } finally {
-    await service.close();
-  }
+  const completed = await eventually("the 200 job to complete", async () => {
+    const job = await jobState(done.id);
+    return job.status === "completed" && job;
+  });
+  assert.equal(completed.result?.video_url, `https://cdn.example/${done.id}.mp4`);
+  assert.equal(service.dispatches.length, 3);
 });
 
 test("callbacks: a wrong token is 401; a timed-out or superseded attempt gets 409 and changes nothing", async () => {
   await setup();
-  const service = startTestRenderService();
-  try {
-    await register(service.url);
-    const user = await mintUser();
-    const job = await enqueueAs(user.token);
-    const first = await dispatchOf(service, job.id, 1);
-    assertError(
-      await callback(first, { type: "progress", stage: "x", progress: 5 }, "not-the-token"),
-      401,
-      "unauthorized",
-    );
-    assertError(
-      await http(
-        "video-queue-worker/events",
-        jsonPost({ job_id: job.id, attempt: 1, type: "progress", progress: 5 }),
-      ),
-      401,
-      "unauthorized",
-    );
-    assertError(await callback(first, { type: "progress", progress: 500 }), 400, "invalid_request");
-    assert.equal(
-      (await callback(first, { type: "progress", stage: "composing_video", progress: 60 })).status,
-      200,
-    );
+  await using service = await fakeRenderService();
+  await register(service.url);
+  const user = await mintUser();
+  const job = await enqueueAs(user.token);
+  const first = await dispatchOf(service, job.id, 1);
+  assertError(
+    await callback(first, { type: "progress", stage: "x", progress: 5 }, "not-the-token"),
+    401,
+    "unauthorized",
+  );
+  assertError(
+    await http(
+      "video-queue-worker/events",
+      jsonPost({ job_id: job.id, attempt: 1, type: "progress", progress: 5 }),
+    ),
+    401,
+    "unauthorized",
+  );
+  assertError(await callback(first, { type: "progress", progress: 500 }), 400, "invalid_request");
+  assert.equal(
+    (await callback(first, { type: "progress", stage: "composing_video", progress: 60 })).status,
+    200,
+  );
 
-    // The lease runs out: the next pass recovers the attempt (retry with backoff).
-    await db`update jobs set lease_expires_at = now() - interval '1 second' where id = ${job.id}`;
-    await db`update job_attempts set lease_expires_at = now() - interval '1 second' where job_id = ${job.id}`;
-    assert.equal((await workerPass()).status, 200);
-    const recovered = await jobState(job.id);
-    assert.equal(recovered.status, "queued");
-    assert.equal(recovered.retry_count, 1);
+  // The lease runs out: the next pass recovers the attempt (retry with backoff).
+  await db`update jobs set lease_expires_at = now() - interval '1 second' where id = ${job.id}`;
+  await db`update job_attempts set lease_expires_at = now() - interval '1 second' where job_id = ${job.id}`;
+  assert.equal((await workerPass()).status, 200);
+  const recovered = await jobState(job.id);
+  assert.equal(recovered.status, "queued");
+  assert.equal(recovered.retry_count, 1);
 
-    for (
-      const event of [
-        { type: "progress", stage: "saving_file", progress: 80 },
-        { type: "completed", result: { video_url: "https://cdn.example/zombie.mp4" } },
-        { type: "failed", error: "zombie", retryable: false },
-      ]
-    ) assertError(await callback(first, event), 409, "conflict");
-    const unchanged = (
-      { status, progress, stage, retry_count, result, error_message, updated_at }: Job,
-    ) => ({ status, progress, stage, retry_count, result, error_message, updated_at });
-    assert.deepEqual(unchanged(await jobState(job.id)), unchanged(recovered));
+  for (
+    const event of [
+      { type: "progress", stage: "saving_file", progress: 80 },
+      { type: "completed", result: { video_url: "https://cdn.example/zombie.mp4" } },
+      { type: "failed", error: "zombie", retryable: false },
+    ]
+  ) assertError(await callback(first, event), 409, "conflict");
+  const unchanged = (
+    { status, progress, stage, retry_count, result, error_message, updated_at }: Job,
+  ) => ({ status, progress, stage, retry_count, result, error_message, updated_at });
+  assert.deepEqual(unchanged(await jobState(job.id)), unchanged(recovered));
 
-    // Its retry becomes due: attempt 2 is dispatched, and attempt 1 still cannot write.
-    await db`update jobs set next_attempt_at = now() where id = ${job.id}`;
-    assert.equal((await workerPass()).status, 200);
-    const second = await dispatchOf(service, job.id, 2);
-    assert.notEqual(second.callback.token, first.callback.token);
-    assertError(
-      await callback(first, { type: "completed", result: { video_url: "https://cdn.example/zombie.mp4" } }),
-      409,
-      "conflict",
-    );
-    const completed = await callback(second, {
-      type: "completed",
-      result: { video_url: "https://cdn.example/real.mp4" },
-    });
-    assert.equal(completed.status, 200);
-    assert.equal(completed.body.job.result.video_url, "https://cdn.example/real.mp4");
-  } finally {
-    await service.close();
-  }
+  // Its retry becomes due: attempt 2 is dispatched, and attempt 1 still cannot write.
+  await db`update jobs set next_attempt_at = now() where id = ${job.id}`;
+  assert.equal((await workerPass()).status, 200);
+  const second = await dispatchOf(service, job.id, 2);
+  assert.notEqual(second.callback.token, first.callback.token);
+  assertError(
+    await callback(first, { type: "completed", result: { video_url: "https://cdn.example/zombie.mp4" } }),
+    409,
+    "conflict",
+  );
+  const completed = await callback(second, {
+    type: "completed",
+    result: { video_url: "https://cdn.example/real.mp4" },
+  });
+  assert.equal(completed.status, 200);
+  assert.equal(completed.body.job.result.video_url, "https://cdn.example/real.mp4");
 });
 
 test("cancel while processing: the render service is told, and its late callbacks get 409", async () => {
   await setup();
-  const service = startTestRenderService();
-  try {
-    await register(service.url);
-    const user = await mintUser();
-    const job = await enqueueAs(user.token);
-    const d = await dispatchOf(service, job.id);
-    const cancelled = await invoke("cancel", user.token, { body: { job_id: job.id } });
-    assert.equal(cancelled.status, 200);
-    assert.equal(cancelled.body.job.status, "cancelled");
-    const notice = await service.until(
-      "the cancel notice",
-      () => service.cancels.find((c) => c.job_id === job.id),
-    );
-    assert.deepEqual(notice, { job_id: job.id, attempt: d.attempt });
+  await using service = await fakeRenderService();
+  await register(service.url);
+  const user = await mintUser();
+  const job = await enqueueAs(user.token);
+  const d = await dispatchOf(service, job.id);
+  const cancelled = await invoke("cancel", user.token, { body: { job_id: job.id } });
+  assert.equal(cancelled.status, 200);
+  assert.equal(cancelled.body.job.status, "cancelled");
+  const notice = await service.until(
+    "the cancel notice",
+    () => service.cancels.find((c) => c.job_id === job.id),
+  );
+  assert.deepEqual(notice, { job_id: job.id, attempt: d.attempt });
 
-    assertError(
-      await callback(d, { type: "progress", stage: "composing_video", progress: 60 }),
-      409,
-      "conflict",
-    );
-    assertError(
-      await callback(d, { type: "completed", result: { video_url: "https://cdn.example/late.mp4" } }),
-      409,
-      "conflict",
-    );
-    const after = await jobState(job.id);
-    assert.equal(after.status, "cancelled");
-    assert.equal(after.result, null);
-    assertError(await invoke("cancel", user.token, { body: { job_id: job.id } }), 409, "conflict");
-  } finally {
-    await service.close();
-  }
+  assertError(
+    await callback(d, { type: "progress", stage: "composing_video", progress: 60 }),
+    409,
+    "conflict",
+  );
+  assertError(
+    await callback(d, { type: "completed", result: { video_url: "https://cdn.example/late.mp4" } }),
+    409,
+    "conflict",
+  );
+  const after = await jobState(job.id);
+  assert.equal(after.status, "cancelled");
+  assert.equal(after.result, null);
+  assertError(await invoke("cancel", user.token, { body: { job_id: job.id } }), 409, "conflict");
 });
 
 // Render endpoints ---------------------------------------------------------------------------------------------
 
 test("two render endpoints of one renderer receive a balanced share", async () => {
   await setup();
-  const a = startTestRenderService();
-  const b = startTestRenderService();
-  try {
-    await register(a.url);
-    await register(b.url);
-    const user = await mintUser();
-    for (let i = 0; i < 6; i++) await enqueueAs(user.token, doubt(`balanced ${i}`));
-    await eventually(
-      "six dispatches",
-      () => Promise.resolve(a.dispatches.length + b.dispatches.length === 6),
-    );
-    assert.deepEqual([a.dispatches.length, b.dispatches.length], [3, 3]);
-  } finally {
-    await a.close();
-    await b.close();
-  }
+  await using a = await fakeRenderService();
+  await using b = await fakeRenderService();
+  await register(a.url);
+  await register(b.url);
+  const user = await mintUser();
+  for (let i = 0; i < 6; i++) await enqueueAs(user.token, doubt(`balanced ${i}`));
+  await eventually(
+    "six dispatches",
+    () => Promise.resolve(a.dispatches.length + b.dispatches.length === 6),
+  );
+  assert.deepEqual([a.dispatches.length, b.dispatches.length], [3, 3]);
 });
 
 test("a dead render endpoint (closed port) is taken out of rotation and its jobs go to a live one", async () => {
@@ -785,96 +695,83 @@ test("a dead render endpoint (closed port) is taken out of rotation and its jobs
   const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const deadUrl = `http://127.0.0.1:${(closed.addr as Deno.NetAddr).port}/render`;
   closed.close();
-  const live = startTestRenderService();
-  try {
-    const deadId = await register(deadUrl);
-    await register(live.url);
-    const user = await mintUser();
-    const jobs = [];
-    for (let i = 0; i < 4; i++) jobs.push(await enqueueAs(user.token, doubt(`dead ${i}`)));
-    await live.until("all four jobs at the live endpoint", () => live.dispatches.length === 4);
-    const [endpoint] =
-      await db`select unhealthy_until > now() as cooling_down from render_endpoints where id = ${deadId}`;
-    assert.equal(endpoint.cooling_down, true);
-    for (const job of jobs) assert.equal((await jobState(job.id)).status, "processing");
-  } finally {
-    await live.close();
-  }
+  await using live = await fakeRenderService();
+  const deadId = await register(deadUrl);
+  await register(live.url);
+  const user = await mintUser();
+  const jobs = [];
+  for (let i = 0; i < 4; i++) jobs.push(await enqueueAs(user.token, doubt(`dead ${i}`)));
+  await live.until("all four jobs at the live endpoint", () => live.dispatches.length === 4);
+  const [endpoint] =
+    await db`select unhealthy_until > now() as cooling_down from render_endpoints where id = ${deadId}`;
+  assert.equal(endpoint.cooling_down, true);
+  for (const job of jobs) assert.equal((await jobState(job.id)).status, "processing");
 });
 
 test("a busy render service (429) costs no retry: the job is released and goes to a free endpoint", async () => {
   await setup();
-  const busy = startTestRenderService(() =>
+  await using busy = await fakeRenderService(() =>
     new Response("busy", { status: 429, headers: { "retry-after": "120" } })
   );
-  const free = startTestRenderService();
-  try {
-    const busyId = await register(busy.url);
-    const user = await mintUser();
-    const job = await enqueueAs(user.token, doubt("busy farm"));
-    await busy.until("the dispatch to the busy service", () => busy.dispatches.length === 1);
-    const released = await eventually("the job back in the queue", async () => {
-      const state = await jobState(job.id);
-      return state.status === "queued" && state;
-    });
-    assert.equal(released.retry_count, 0, "a busy answer is not a failed attempt");
-    assert.equal(released.error_message, null);
-    const [endpoint] = await db`select extract(epoch from unhealthy_until - now()) as cooldown
-                                  from render_endpoints where id = ${busyId}`;
-    assert.ok(
-      endpoint.cooldown > 100 && endpoint.cooldown <= 120,
-      `skipped for its Retry-After (${endpoint.cooldown} s)`,
-    );
+  await using free = await fakeRenderService();
+  const busyId = await register(busy.url);
+  const user = await mintUser();
+  const job = await enqueueAs(user.token, doubt("busy farm"));
+  await busy.until("the dispatch to the busy service", () => busy.dispatches.length === 1);
+  const released = await eventually("the job back in the queue", async () => {
+    const state = await jobState(job.id);
+    return state.status === "queued" && state;
+  });
+  assert.equal(released.retry_count, 0, "a busy answer is not a failed attempt");
+  assert.equal(released.error_message, null);
+  const [endpoint] = await db`select extract(epoch from unhealthy_until - now()) as cooldown
+                                from render_endpoints where id = ${busyId}`;
+  assert.ok(
+    endpoint.cooldown > 100 && endpoint.cooldown <= 120,
+    `skipped for its Retry-After (${endpoint.cooldown} s)`,
+  );
 
-    const pass = await workerPass();
-    assert.equal(pass.body.claimed, 0, "no claim while its only endpoint is busy");
-    await register(free.url);
-    await workerPass();
-    const dispatch = await free.until("the dispatch to the free service", () => free.dispatches[0]);
-    assert.equal(dispatch.job_id, job.id);
-    assert.equal(busy.dispatches.length, 1, "the busy service was not asked again during its cool-down");
-  } finally {
-    await busy.close();
-    await free.close();
-  }
+  const pass = await workerPass();
+  assert.equal(pass.body.claimed, 0, "no claim while its only endpoint is busy");
+  await register(free.url);
+  await workerPass();
+  const dispatch = await free.until("the dispatch to the free service", () => free.dispatches[0]);
+  assert.equal(dispatch.job_id, job.id);
+  assert.equal(busy.dispatches.length, 1, "the busy service was not asked again during its cool-down");
 });
 
 test("status/retry: an admin puts a failed job back in the queue; others get 403, 404 or 409", async () => {
   await setup();
   let refuse = true;
-  const service = startTestRenderService(() =>
+  await using service = await fakeRenderService(() =>
     refuse ? new Response("unsupported payload", { status: 422 }) : new Response(null, { status: 202 })
   );
-  try {
-    await register(service.url);
-    const user = await mintUser();
-    const admin = await mintUser({ admin: true });
-    const job = await enqueueAs(user.token, doubt("retry me"));
-    await eventually("the job to fail", async () => (await jobState(job.id)).status === "failed");
+  await register(service.url);
+  const user = await mintUser();
+  const admin = await mintUser({ admin: true });
+  const job = await enqueueAs(user.token, doubt("retry me"));
+  await eventually("the job to fail", async () => (await jobState(job.id)).status === "failed");
 
-    assertError(await invoke("status/retry", user.token, { body: { job_id: job.id } }), 403, "forbidden");
-    assertError(
-      await invoke("status/retry", admin.token, { body: { job_id: crypto.randomUUID() } }),
-      404,
-      "not_found",
-    );
-    assertError(
-      await invoke("status/retry", admin.token, { body: { job_id: "nope" } }),
-      400,
-      "invalid_request",
-    );
+  assertError(await invoke("status/retry", user.token, { body: { job_id: job.id } }), 403, "forbidden");
+  assertError(
+    await invoke("status/retry", admin.token, { body: { job_id: crypto.randomUUID() } }),
+    404,
+    "not_found",
+  );
+  assertError(
+    await invoke("status/retry", admin.token, { body: { job_id: "nope" } }),
+    400,
+    "invalid_request",
+  );
 
-    refuse = false;
-    const retried = await invoke("status/retry", admin.token, { body: { job_id: job.id } });
-    assert.equal(retried.status, 200);
-    assert.deepEqual([retried.body.job.status, retried.body.job.retry_count], ["queued", 0]);
-    const again = await service.until(
-      "the second dispatch",
-      () => service.dispatches.find((d) => d.attempt === 2),
-    );
-    assert.equal(again.job_id, job.id);
-    assertError(await invoke("status/retry", admin.token, { body: { job_id: job.id } }), 409, "conflict");
-  } finally {
-    await service.close();
-  }
+  refuse = false;
+  const retried = await invoke("status/retry", admin.token, { body: { job_id: job.id } });
+  assert.equal(retried.status, 200);
+  assert.deepEqual([retried.body.job.status, retried.body.job.retry_count], ["queued", 0]);
+  const again = await service.until(
+    "the second dispatch",
+    () => service.dispatches.find((d) => d.attempt === 2),
+  );
+  assert.equal(again.job_id, job.id);
+  assertError(await invoke("status/retry", admin.token, { body: { job_id: job.id } }), 409, "conflict");
 });

@@ -19,11 +19,9 @@ import {
   MAX_INT4,
   MAX_JSON_DEPTH,
   MAX_RUN_AT_DAYS_AHEAD,
-  PermanentRenderError,
   prometheusText,
+  RenderAnswer,
   RenderEvent,
-  RenderResult,
-  RetryableRenderError,
   StatusQuery,
   toHttpError,
 } from "../shared/mod.ts";
@@ -31,6 +29,7 @@ import { handler as enqueue } from "../supabase/functions/enqueue/handler.ts";
 import { handler as cancel } from "../supabase/functions/cancel/handler.ts";
 import { handler as status } from "../supabase/functions/status/handler.ts";
 import { handler as worker } from "../supabase/functions/video-queue-worker/handler.ts";
+import { fakeRenderService } from "./support/render_service.ts";
 
 // Keys and environment ------------------------------------------------------------------------------------
 
@@ -147,6 +146,8 @@ Deno.test("schemas: each job type accepts its payload and its optional fields", 
       payload: { date: "2026-03-01", headlines: Array(20).fill("h") },
     }).success,
   );
+  // A renderer's name is checked for its form only: which renderers exist is SQL's to say (VQ400).
+  assert.ok(EnqueueRequest.safeParse({ ...validDoubt, renderer: "blender" }).success);
 });
 
 Deno.test("schemas: failures name every failing field, unknown fields included", () => {
@@ -167,7 +168,7 @@ Deno.test("schemas: failures name every failing field, unknown fields included",
     [{ ...validDoubt, idempotency_key: "k".repeat(129) }, ["idempotency_key"]],
     [{ ...validDoubt, priority: "urgent" }, ["priority"]],
     [{ ...validDoubt, run_at: "tomorrow" }, ["run_at"]],
-    [{ ...validDoubt, renderer: "blender" }, ["renderer"]],
+    [{ ...validDoubt, renderer: "Blender 3" }, ["renderer"]],
     [{ ...validDoubt, user_id: "someone-else" }, ["user_id"]],
     [{ job_type: "doubt" }, ["payload"]],
   ];
@@ -253,7 +254,7 @@ Deno.test("schemas: NUL and lone surrogates are refused in every string field, e
         { ...ref, type: "completed", result: { video_url: "https://v/1.mp4", [`key${bad}`]: 1 } },
         `result.key${bad}`,
       ],
-      [RenderResult, { result: { video_url: "https://v/1.mp4", note: bad } }, "result.note"],
+      [RenderAnswer, { result: { video_url: "https://v/1.mp4", note: bad } }, "result.note"],
     ];
     for (const [schema, body, field] of cases) {
       assert.deepEqual(failingFields(schema.safeParse(body)), [field], `${why} in ${field}`);
@@ -804,19 +805,6 @@ Deno.test("http: an unreachable database is 503 unavailable with Retry-After", (
 
 // Render protocol classification ----------------------------------------------------------------------------
 
-/** A one-shot render service answering every dispatch with `answer`. */
-async function withRenderService(
-  answer: (req: Request) => Response | Promise<Response>,
-  fn: (url: string) => Promise<void>,
-) {
-  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, answer);
-  try {
-    await fn(`http://127.0.0.1:${server.addr.port}/render`);
-  } finally {
-    await server.shutdown();
-  }
-}
-
 const claimFor = (url: string): Claim => ({
   job_id: crypto.randomUUID(),
   attempt: 2,
@@ -828,17 +816,15 @@ const claimFor = (url: string): Claim => ({
   endpoint: { id: crypto.randomUUID(), url },
 });
 
-Deno.test("dispatch: 202 is async, 200 with a result is done, the body follows the protocol", () =>
+Deno.test("dispatch: 202 is accepted, 200 with a result is completed, the body follows the protocol", () =>
   withEnv(async () => {
-    let received: unknown;
-    await withRenderService(async (req) => {
-      received = await req.json();
-      return new Response(null, { status: 202 });
-    }, async (url) => {
-      const claim = claimFor(url);
-      assert.deepEqual(await dispatchToRenderer(claim), { accepted: "async" });
+    {
+      await using service = await fakeRenderService();
+      const claim = claimFor(service.url);
+      assert.deepEqual(await dispatchToRenderer(claim), { kind: "accepted" });
+      const [received] = service.dispatches;
       assert.deepEqual(received, dispatchBody(claim));
-      assert.deepEqual(Object.keys(received as object).sort(), [
+      assert.deepEqual(Object.keys(received).sort(), [
         "attempt",
         "callback",
         "deadline",
@@ -846,74 +832,106 @@ Deno.test("dispatch: 202 is async, 200 with a result is done, the body follows t
         "job_type",
         "payload",
       ]);
-      assert.equal(
-        (received as { callback: { url: string } }).callback.url,
-        "https://project.example/functions/v1/video-queue-worker/events",
-      );
-    });
-    await withRenderService(
-      () => Response.json({ result: { video_url: "https://cdn/v.mp4" } }),
-      async (url) => {
-        assert.deepEqual(await dispatchToRenderer(claimFor(url)), {
-          accepted: "done",
-          result: { video_url: "https://cdn/v.mp4" },
-        });
-      },
+      assert.equal(received.callback.url, "https://project.example/functions/v1/video-queue-worker/events");
+    }
+    await using service = await fakeRenderService(() =>
+      Response.json({ result: { video_url: "https://cdn/v.mp4" } })
     );
+    assert.deepEqual(await dispatchToRenderer(claimFor(service.url)), {
+      kind: "completed",
+      result: { video_url: "https://cdn/v.mp4" },
+    });
   }, { SUPABASE_URL: "https://project.example" }));
 
-Deno.test("dispatch: a 429 is busy, not failed: undelivered, endpoint skipped for its Retry-After", async () => {
+Deno.test("dispatch: a 429 is busy, not failed: released, endpoint skipped for its Retry-After", async () => {
   for (const [retryAfter, cooldown] of [["7", 7], [null, 10], ["soon", 10]] as const) {
     const headers: Record<string, string> = retryAfter ? { "retry-after": retryAfter } : {};
-    await withRenderService(() => new Response("busy", { status: 429, headers }), async (url) => {
-      await assert.rejects(dispatchToRenderer(claimFor(url)), (e: unknown) => {
-        assert.ok(e instanceof RetryableRenderError);
-        assert.deepEqual([e.delivered, e.endpointDown, e.cooldownSeconds], [false, true, cooldown]);
-        return true;
-      });
+    await using service = await fakeRenderService(() => new Response("busy", { status: 429, headers }));
+    assert.deepEqual(await dispatchToRenderer(claimFor(service.url)), {
+      kind: "busy",
+      reason: "render service is busy (429)",
+      cooldownSeconds: cooldown,
     });
   }
 });
 
-Deno.test("dispatch: 4xx is permanent; 5xx and a bad 200 are retryable and delivered", async () => {
-  const cases: [number, string, typeof PermanentRenderError | typeof RetryableRenderError][] = [
-    [400, "{}", PermanentRenderError],
-    [422, "unsupported payload", PermanentRenderError],
-    [500, "", RetryableRenderError],
-    [503, "", RetryableRenderError],
-    [200, "{}", RetryableRenderError],
+Deno.test("dispatch: a redirect is busy too: not followed, released, the endpoint cooled down", async () => {
+  await using elsewhere = await fakeRenderService();
+  await using redirecting = await fakeRenderService(() =>
+    new Response(null, { status: 307, headers: { location: elsewhere.url } })
+  );
+  assert.deepEqual(await dispatchToRenderer(claimFor(redirecting.url)), {
+    kind: "busy",
+    reason: "render service answered 307 (a redirect, not followed)",
+    cooldownSeconds: "default",
+  });
+  assert.deepEqual(elsewhere.requests, []);
+});
+
+Deno.test("dispatch: 4xx is a permanent failure; 5xx and a bad 200 are retryable, the endpoint kept", async () => {
+  const cases: [number, string, boolean][] = [
+    [400, "{}", false],
+    [422, "unsupported payload", false],
+    [500, "", true],
+    [503, "", true],
+    [200, "{}", true],
   ];
-  for (const [code, body, kind] of cases) {
-    await withRenderService(() => new Response(body, { status: code }), async (url) => {
-      await assert.rejects(dispatchToRenderer(claimFor(url)), (e: unknown) => {
-        assert.ok(e instanceof kind, `${code} → ${kind.name}`);
-        if (e instanceof RetryableRenderError) assert.deepEqual([e.delivered, e.endpointDown], [true, false]);
-        return true;
-      });
-    });
+  for (const [code, body, retryable] of cases) {
+    await using service = await fakeRenderService(() => new Response(body, { status: code }));
+    const outcome = await dispatchToRenderer(claimFor(service.url));
+    assert.ok(outcome.kind === "failed", `${code} → ${outcome.kind}`);
+    assert.deepEqual([outcome.retryable, outcome.cooldownSeconds], [retryable, undefined], `${code}`);
   }
 });
 
-Deno.test("dispatch: a refused connection is undelivered and marks the endpoint down; a time-out is delivered", async () => {
+Deno.test("dispatch: a refused connection is busy and cools the endpoint down; a time-out is a retryable failure that does too", async () => {
   const listener = Deno.listen({ port: 0, hostname: "127.0.0.1" });
   const deadPort = (listener.addr as Deno.NetAddr).port;
   listener.close();
-  await assert.rejects(dispatchToRenderer(claimFor(`http://127.0.0.1:${deadPort}/render`)), (e: unknown) => {
-    assert.ok(e instanceof RetryableRenderError);
-    assert.deepEqual([e.delivered, e.endpointDown], [false, true]);
-    return true;
+  assert.deepEqual(await dispatchToRenderer(claimFor(`http://127.0.0.1:${deadPort}/render`)), {
+    kind: "busy",
+    reason: "render service unreachable",
+    cooldownSeconds: "default",
   });
 
   const { promise: released, resolve: release } = Promise.withResolvers<void>();
-  await withRenderService(async () => {
+  await using service = await fakeRenderService(async () => {
     await released;
     return new Response(null, { status: 202 });
-  }, async (url) => {
-    await assert.rejects(dispatchToRenderer(claimFor(url), 100), (e: unknown) => {
-      assert.ok(e instanceof RetryableRenderError);
-      assert.deepEqual([e.delivered, e.endpointDown], [true, true]);
-      return true;
-    });
-    release();
   });
+  assert.deepEqual(await dispatchToRenderer(claimFor(service.url), 100), {
+    kind: "failed",
+    error: "render service gave no answer within 100 ms",
+    retryable: true,
+    cooldownSeconds: "default",
+  });
+  release();
+});
+
+Deno.test("dispatch: a 200 whose body stalls is a time-out too, not a bad answer", async () => {
+  // The status line and headers of a 200, then nothing of the promised body.
+  const stalled = Deno.listen({ port: 0, hostname: "127.0.0.1" });
+  const held: Deno.Conn[] = [];
+  const serving = (async () => {
+    for await (const conn of stalled) {
+      held.push(conn);
+      await conn.read(new Uint8Array(64 * 1024));
+      await conn.write(new TextEncoder().encode(
+        'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4096\r\n\r\n{"result":',
+      ));
+    }
+  })().catch(() => {});
+  const url = `http://127.0.0.1:${(stalled.addr as Deno.NetAddr).port}/render`;
+  try {
+    assert.deepEqual(await dispatchToRenderer(claimFor(url), 200), {
+      kind: "failed",
+      error: "render service gave no answer within 200 ms",
+      retryable: true,
+      cooldownSeconds: "default",
+    });
+  } finally {
+    stalled.close();
+    for (const conn of held) conn.close();
+    await serving;
+  }
 });

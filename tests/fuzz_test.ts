@@ -8,7 +8,9 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { generateKeyPair, importJWK, SignJWT } from "jose";
 import { userTokenIssuer } from "../scripts/stack/tokens.ts";
+import type { DispatchBody } from "../shared/mod.ts";
 import { db, env, fnUrl, mintUser, resetData, setQueueCronActive, test, type TestUser } from "./harness.ts";
+import { fakeRenderService } from "./support/render_service.ts";
 
 const SEED = Number(Deno.env.get("FUZZ_SEED") || Math.floor(Math.random() * 2 ** 31));
 /** FUZZ_SCALE=<n> runs n times as many requests per property (a longer hunt; the default keeps the file fast). */
@@ -55,7 +57,6 @@ function leakPatterns(): RegExp[] {
 
 // The world the requests are sent into ---------------------------------------------------------------------
 
-type Dispatch = { job_id: string; attempt: number; callback: { url: string; token: string } };
 type JobRow = { id: string; user_id: string | null };
 
 /** Who sends a request, and which jobs it may see in an answer. */
@@ -69,10 +70,10 @@ interface World {
   jobs: { ownerRunning: string; ownerCancelled: string; ownerQueued: string; attackerRunning: string };
   /** The distinctive question of each fixture job: it may only appear in answers to callers who see the job. */
   markers: Map<string, string>;
-  dispatches: { ownerRunning: Dispatch; ownerCancelled: Dispatch; attackerRunning: Dispatch };
+  dispatches: { ownerRunning: DispatchBody; ownerCancelled: DispatchBody; attackerRunning: DispatchBody };
   principals: Principal[];
   /** Each dispatch with the principal that holds its callback token. */
-  callers: { dispatch: Dispatch; principal: Principal }[];
+  callers: { dispatch: DispatchBody; principal: Principal }[];
   close(): Promise<void>;
 }
 
@@ -112,39 +113,6 @@ function algNoneToken(claims: Record<string, unknown>): string {
   return `${b64({ alg: "none", typ: "JWT" })}.${b64(claims)}.`;
 }
 
-/** A render service on a free port that accepts every dispatch (202) and records it. */
-function renderService() {
-  const dispatches: Dispatch[] = [];
-  let changed = Promise.withResolvers<void>();
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
-    const body = await req.json();
-    if (!new URL(req.url).pathname.endsWith("/cancel")) dispatches.push(body);
-    changed.resolve();
-    changed = Promise.withResolvers<void>();
-    return new Response(null, { status: 202 });
-  });
-  return {
-    url: `http://127.0.0.1:${server.addr.port}/render`,
-    /** The dispatch of `jobId`, once it has arrived (woken by each request; bounded by a time-out). */
-    async dispatchOf(jobId: string): Promise<Dispatch> {
-      const deadline = Date.now() + 10_000;
-      while (true) {
-        const found = dispatches.find((d) => d.job_id === jobId);
-        if (found) return found;
-        const remaining = deadline - Date.now();
-        if (remaining <= 0) throw new Error(`no dispatch of ${jobId} within 10 s`);
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([
-          changed.promise,
-          new Promise((resolve) => timer = setTimeout(resolve, remaining)),
-        ]);
-        clearTimeout(timer);
-      }
-    },
-    close: () => server.shutdown(),
-  };
-}
-
 async function enqueueOver(token: string, question: string): Promise<string> {
   const res = await fetch(fnUrl("enqueue"), {
     method: "POST",
@@ -164,7 +132,9 @@ async function enqueueOver(token: string, question: string): Promise<string> {
 async function world(): Promise<World> {
   await resetData();
   await setQueueCronActive(false);
-  const service = renderService();
+  const service = await fakeRenderService();
+  const dispatchOf = (jobId: string) =>
+    service.until(`the dispatch of ${jobId}`, () => service.dispatches.find((d) => d.job_id === jobId));
   await db`insert into render_endpoints (renderer, url) values ('orchestrator', ${service.url})`;
   const [owner, attacker, admin] = [await mintUser(), await mintUser(), await mintUser({ admin: true })];
   const markers = new Map<string, string>();
@@ -178,9 +148,9 @@ async function world(): Promise<World> {
   const ownerCancelled = await marked(owner);
   const attackerRunning = await marked(attacker);
   const dispatches = {
-    ownerRunning: await service.dispatchOf(ownerRunning),
-    ownerCancelled: await service.dispatchOf(ownerCancelled),
-    attackerRunning: await service.dispatchOf(attackerRunning),
+    ownerRunning: await dispatchOf(ownerRunning),
+    ownerCancelled: await dispatchOf(ownerCancelled),
+    attackerRunning: await dispatchOf(attackerRunning),
   };
   const cancel = await fetch(fnUrl("cancel"), {
     method: "POST",
@@ -572,7 +542,7 @@ const validEnqueueBody = mutated(
 );
 
 /** A valid callback for dispatch `d`, or one with a single hostile field (of those its type reads). */
-function validCallbackBody(d: Dispatch): fc.Arbitrary<unknown> {
+function validCallbackBody(d: DispatchBody): fc.Arbitrary<unknown> {
   const ref = { job_id: fc.constant(d.job_id), attempt: fc.constant(d.attempt) };
   const result = mutated(
     fc.record({
@@ -1122,7 +1092,7 @@ test("callbacks: another attempt's token is 401, a cancelled attempt's is 409, a
   const patterns = leakPatterns();
   try {
     const { ownerRunning, ownerCancelled, attackerRunning } = w.dispatches;
-    const callback = (d: Dispatch, who: string, event: Record<string, unknown>): FuzzRequest => ({
+    const callback = (d: DispatchBody, who: string, event: Record<string, unknown>): FuzzRequest => ({
       method: "POST",
       path: "video-queue-worker/events",
       principal: principal(w, who),

@@ -3,22 +3,7 @@
 // and a still-valid token of a deleted user.
 import assert from "node:assert/strict";
 import { db, env, eventually, fnUrl, mintUser, resetData, setQueueCronActive, test } from "./harness.ts";
-
-type Received = { path: string; body: Record<string, unknown> };
-
-/** A render server on a free port that records what reaches it and answers with `answer`. */
-function renderServer(answer: (req: Request) => Response | Promise<Response>) {
-  const received: Received[] = [];
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
-    received.push({ path: new URL(req.url).pathname, body: await req.json().catch(() => ({})) });
-    return await answer(req);
-  });
-  return {
-    url: `http://127.0.0.1:${server.addr.port}`,
-    received,
-    [Symbol.asyncDispose]: () => server.shutdown(),
-  };
-}
+import { fakeRenderService } from "./support/render_service.ts";
 
 async function setup() {
   await resetData();
@@ -43,13 +28,12 @@ async function workerPass() {
 
 test("dispatch never follows a redirect: the callback token stays with the registered endpoint", async () => {
   await setup();
-  await using elsewhere = renderServer(() =>
+  await using elsewhere = await fakeRenderService(() =>
     Response.json({ result: { video_url: "https://elsewhere.example/v.mp4" } })
   );
-  await using redirecting = renderServer((req) =>
-    new URL(req.url).pathname.endsWith("/cancel")
-      ? new Response(null, { status: 307, headers: { location: `${elsewhere.url}/cancel` } })
-      : new Response(null, { status: 307, headers: { location: `${elsewhere.url}/render` } })
+  await using redirecting = await fakeRenderService(
+    () => new Response(null, { status: 307, headers: { location: elsewhere.url } }),
+    { cancel: () => new Response(null, { status: 307, headers: { location: `${elsewhere.url}/cancel` } }) },
   );
   const [{ id: endpointId }] =
     await db`insert into render_endpoints (renderer, url) values ('orchestrator', ${redirecting.url}) returning id`;
@@ -58,8 +42,8 @@ test("dispatch never follows a redirect: the callback token stays with the regis
   const pass = await workerPass();
   assert.equal(pass.claimed, 1);
   assert.equal(pass.released, 1, "the job did not start anywhere: released, no retry used");
-  assert.equal(redirecting.received.length, 1);
-  assert.deepEqual(elsewhere.received, [], "nothing, and no token, reached the redirect's target");
+  assert.equal(redirecting.requests.length, 1);
+  assert.deepEqual(elsewhere.requests, [], "nothing, and no token, reached the redirect's target");
   const [job] = await db`select status, retry_count from jobs where id = ${jobId}`;
   assert.deepEqual({ ...job }, { status: "queued", retry_count: 0 });
   const [endpoint] =
@@ -72,7 +56,7 @@ test("a render answer larger than the limit is not read whole and completes noth
   const huge = JSON.stringify({
     result: { video_url: "https://x.example/v.mp4", pad: "x".repeat(2_000_000) },
   });
-  await using flood = renderServer(() =>
+  await using flood = await fakeRenderService(() =>
     new Response(huge, { headers: { "content-type": "application/json" } })
   );
   await db`insert into render_endpoints (renderer, url) values ('orchestrator', ${flood.url})`;
@@ -89,7 +73,7 @@ test("a render answer larger than the limit is not read whole and completes noth
 
 test("a callback with a bogus token is refused without waiting for the job's row lock", async () => {
   await setup();
-  await using accepting = renderServer(() => new Response(null, { status: 202 }));
+  await using accepting = await fakeRenderService();
   await db`insert into render_endpoints (renderer, url) values ('orchestrator', ${accepting.url})`;
   const jobId = await queuedDoubt();
   assert.equal((await workerPass()).dispatched, 1);
@@ -135,11 +119,11 @@ test("a still-valid token of a deleted user gets 401 from /enqueue, not a 500", 
 
 test("a repeated completed callback racing the first one is harmless (200, one completion)", async () => {
   await setup();
-  await using accepting = renderServer(() => new Response(null, { status: 202 }));
+  await using accepting = await fakeRenderService();
   await db`insert into render_endpoints (renderer, url) values ('orchestrator', ${accepting.url})`;
   const jobId = await queuedDoubt();
   assert.equal((await workerPass()).dispatched, 1);
-  const { callback } = accepting.received[0].body as { callback: { url: string; token: string } };
+  const { callback } = accepting.dispatches[0];
   const completed = JSON.stringify({
     job_id: jobId,
     attempt: 1,

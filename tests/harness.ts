@@ -6,6 +6,8 @@ import { createClient, type SupabaseClient } from "@supabase/supabase-js";
 import { readEnvFile, stackDir } from "../scripts/stack/stack.ts";
 import { createUser } from "../scripts/stack/tokens.ts";
 
+export { eventually } from "./support/eventually.ts";
+
 export const env: Record<string, string> = Deno.env.get("STACK_DIR")
   ? Deno.env.toObject()
   : readEnvFile(`${stackDir("dev")}/env`);
@@ -75,22 +77,4 @@ export function client(token?: string): SupabaseClient {
 /** Turns the queue's own pg_cron jobs on or off (tests keep them off unless they test cron). */
 export async function setQueueCronActive(active: boolean): Promise<void> {
   await db`update cron.job set active = ${active} where jobname like 'video-queue%'`;
-}
-
-/**
- * Resolves once `check` returns a value other than undefined/false; for outcomes another process
- * produces (pg_cron, the pg_net sender). Fails after `timeoutMs`; never a fixed sleep.
- */
-export async function eventually<T>(
-  what: string,
-  check: () => Promise<T | undefined | false>,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  while (true) {
-    const value = await check();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }

@@ -6,10 +6,11 @@
 //    the global or a renderer cap. Asserts: no cap ever exceeded, no job claimed twice, no job lost.
 // 2. cancel racing complete, and cancel racing claim, each many times: exactly one side wins.
 //
-// The test resets the queue tables (jobs, endpoints, caps) and puts the configuration back when done:
-// run it against a local / test database only.
+// The test resets the queue as the pgTAP files do (tests/support/reset_queue.ts) and puts the configuration
+// back when done: run it against a local / test database only.
 import postgres from "postgres";
 import assert from "node:assert/strict";
+import { resetQueue } from "./support/reset_queue.ts";
 
 const url = Deno.env.get("SUPABASE_DB_URL") ?? (() => {
   throw new Error("set SUPABASE_DB_URL to a local test database");
@@ -58,12 +59,9 @@ async function setUp(admin: Sql) {
     await tx.unsafe(`create trigger vq_test_audit_claim after update on public.jobs for each row
                      when (old.status = 'queued' and new.status = 'processing')
                      execute function vq_test.audit_claim()`);
-    await tx`truncate public.jobs cascade`;
-    await tx`delete from public.render_endpoints`;
-    await tx`delete from public.peak_windows`;
-    await tx`insert into public.render_endpoints (renderer, url) values
-               ('manim', 'http://m1.test'), ('manim', 'http://m2.test'), ('revideo', 'http://r1.test'),
-               ('orchestrator', 'http://o1.test')`;
+    // The pgTAP files' clean queue, plus a second Manim endpoint (claims spread over both).
+    await resetQueue(tx);
+    await tx`insert into public.render_endpoints (renderer, url) values ('manim', 'http://manim-2.test:5000')`;
   });
 }
 
@@ -81,7 +79,10 @@ async function tearDown(admin: Sql) {
                max_concurrent_renders = s.max_concurrent_renders, max_manim_renders = s.max_manim_renders,
                retry_interval_minutes = s.retry_interval_minutes, peak_hour_start = s.peak_hour_start,
                peak_hour_end = s.peak_hour_end, peak_worker_multiplier = s.peak_worker_multiplier,
-               peak_time_zone = s.peak_time_zone
+               peak_time_zone = s.peak_time_zone, job_timeout_minutes = s.job_timeout_minutes,
+               max_queued_per_user = s.max_queued_per_user, max_enqueues_per_minute = s.max_enqueues_per_minute,
+               finished_job_retention_days = s.finished_job_retention_days,
+               default_processing_seconds = s.default_processing_seconds
                from vq_test.saved_config s where s.id = c.id`;
     await tx`drop schema vq_test cascade`;
   });
