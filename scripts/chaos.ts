@@ -42,10 +42,7 @@ export interface ChaosOptions {
   enqueuePerSecond?: number;
   /** Dispatches that hang past the worker's dispatch time-out (each costs a pass lane 10 s). */
   hangs?: number;
-  /**
-   * Heartbeat callbacks, and every callback of the current attempt extending its lease (API.md,
-   * "Scheduling"): off until the queue implements them (issue 11).
-   */
+  /** Heartbeat callbacks, and every callback of the current attempt extending its lease (API.md); default on. */
   heartbeats?: boolean;
   /** Restart Postgres once / SIGKILL the functions process once (via scripts/stack/stack.ts). */
   restartPostgres?: boolean;
@@ -292,7 +289,7 @@ export function makePlans(
       cancelQueued: runAhead && r() < 0.4,
       repeat: repeatRoll < 0.05 ? "after" : repeatRoll < 0.07 ? "concurrent" : "none",
       staleCallback: steps.length > 1 && r() < 0.4,
-      heartbeat: r() < 0.3 && (budget.heartbeats ?? false),
+      heartbeat: r() < 0.3 && (budget.heartbeats ?? true),
     });
   }
   // Hangs go to distinct jobs spread over the run, as their first step.

@@ -74,7 +74,8 @@ export function enqueueJob(caller: Caller, req: EnqueueRequest): Promise<{ job: 
     tx`select queue.enqueue_job(
          p_job_type => ${req.job_type}, p_payload => ${tx.json(req.payload)},
          p_idempotency_key => ${req.idempotency_key ?? null}, p_priority => ${req.priority ?? null},
-         p_run_at => ${req.run_at ?? null}::timestamptz, p_renderer => ${req.renderer ?? null}) as result`);
+         p_run_at => ${req.run_at ?? null}::timestamptz, p_renderer => ${req.renderer ?? null},
+         p_expires_at => ${req.expires_at ?? null}::timestamptz) as result`);
 }
 
 export function cancelJob(caller: Caller, jobId: string, reason?: string): Promise<CancelOutcome> {
@@ -98,6 +99,14 @@ export function listJobs(caller: Caller, status?: string, limit?: number): Promi
     caller,
     (tx) =>
       tx`select queue.list_jobs(p_status => ${status ?? null}, p_limit => ${limit ?? 50}::int) as result`,
+  );
+}
+
+/** Admin: pauses or resumes the whole queue (no renderer) or one renderer; answers the stats. */
+export function setPaused(caller: Caller, paused: boolean, renderer?: string): Promise<Stats> {
+  return asCaller(
+    caller,
+    (tx) => tx`select queue.set_paused(p_paused => ${paused}, p_renderer => ${renderer ?? null}) as result`,
   );
 }
 
@@ -155,6 +164,16 @@ export function reportProgress(
     (tx) =>
       tx`select queue.report_progress(p_job_id => ${jobId}::uuid, p_attempt => ${attempt}::int,
          p_token => ${token}, p_stage => ${stage}, p_progress => ${progress}::int) as result`,
+  );
+}
+
+/** A heartbeat callback: a sign of life that extends the current attempt's lease, nothing else. */
+export function recordHeartbeat(jobId: string, attempt: number, token: string): Promise<Job> {
+  return asCaller(
+    SERVICE,
+    (tx) =>
+      tx`select queue.record_heartbeat(p_job_id => ${jobId}::uuid, p_attempt => ${attempt}::int,
+         p_token => ${token}) as result`,
   );
 }
 

@@ -54,6 +54,7 @@ export const RenderEvent = z.discriminatedUnion("type", [
     stage: safeText().min(1).max(100).optional(),
     progress: z.number().min(0).max(100).transform(Math.round),
   }),
+  z.object({ ...attemptRef, type: z.literal("heartbeat") }),
   z.object({ ...attemptRef, type: z.literal("completed"), result: RenderResult }),
   z.object({
     ...attemptRef,
@@ -61,7 +62,7 @@ export const RenderEvent = z.discriminatedUnion("type", [
     error: safeText().min(1).max(2000),
     retryable: z.boolean().default(true),
   }),
-], { error: "type must be one of progress, completed, failed." });
+], { error: "type must be one of progress, heartbeat, completed, failed." });
 export type RenderEvent = z.infer<typeof RenderEvent>;
 
 /** What a render service reports in a callback, as it sends it, without the `job_id` and `attempt` of each. */

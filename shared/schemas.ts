@@ -87,14 +87,16 @@ const rendererName = z.string().regex(
 );
 
 /** An ISO 8601 time with an offset, from 1970 on and at most MAX_RUN_AT_DAYS_AHEAD days ahead. */
-const runAt = z.iso.datetime({ offset: true, message: "run_at must be an ISO 8601 time.", abort: true })
-  .refine(
-    (s) => {
-      const at = Date.parse(s);
-      return at >= 0 && at <= Date.now() + MAX_RUN_AT_DAYS_AHEAD * 86_400_000;
-    },
-    { error: `run_at must lie between 1970 and ${MAX_RUN_AT_DAYS_AHEAD} days from now.` },
-  );
+/** A time a caller may schedule by (run_at, expires_at): ISO 8601 with offset, from 1970 to a year ahead. */
+const schedulingTime = (field: string) =>
+  z.iso.datetime({ offset: true, message: `${field} must be an ISO 8601 time.`, abort: true })
+    .refine(
+      (s) => {
+        const at = Date.parse(s);
+        return at >= 0 && at <= Date.now() + MAX_RUN_AT_DAYS_AHEAD * 86_400_000;
+      },
+      { error: `${field} must lie between 1970 and ${MAX_RUN_AT_DAYS_AHEAD} days from now.` },
+    );
 
 // Payloads: one strict schema per job type; unknown fields are rejected.
 export const payloadSchemas = {
@@ -117,7 +119,8 @@ export const JOB_TYPES = Object.keys(payloadSchemas) as (keyof typeof payloadSch
 const enqueueOptions = {
   idempotency_key: safeText().min(1).max(128).optional(),
   priority: z.enum(PRIORITIES).optional(),
-  run_at: runAt.optional(),
+  run_at: schedulingTime("run_at").optional(),
+  expires_at: schedulingTime("expires_at").optional(),
   renderer: rendererName.optional(),
 };
 
@@ -139,6 +142,9 @@ export type CancelRequest = z.infer<typeof CancelRequest>;
 
 /** `POST /status/retry` (admins) */
 export const RetryRequest = z.strictObject({ job_id: jobId });
+
+/** `POST /status/pause` and `POST /status/resume` (admins): `{}` for the whole queue, or one renderer. */
+export const PauseRequest = z.strictObject({ renderer: rendererName.optional() });
 
 /** `GET /status` query: `job_id` for one job, `view=jobs` for the admin list, nothing for admin stats. */
 export const StatusQuery = z.strictObject({

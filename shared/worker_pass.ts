@@ -13,6 +13,7 @@ import {
   getQueueStats,
   type Job,
   markEndpointUnhealthy,
+  recordHeartbeat,
   recoverExpiredAttempts,
   releaseJob,
   reportProgress,
@@ -186,6 +187,8 @@ export async function applyRenderEvent(event: RenderEvent, token: string): Promi
   switch (event.type) {
     case "progress":
       return await reportProgress(job_id, attempt, token, event.stage ?? null, event.progress);
+    case "heartbeat":
+      return await recordHeartbeat(job_id, attempt, token);
     case "completed":
       return attemptFinished(await completeJob(job_id, attempt, token, event.result), jobLog);
     case "failed":

@@ -53,6 +53,7 @@ test(`chaos: ${JOBS} jobs through faults, concurrent passes, a Postgres restart 
       "run_at_ahead",
       "idempotent_repeat",
       "idempotent_repeat_concurrent",
+      "heartbeat",
     ]
   ) assert.ok((report.faults[kind] ?? 0) > 0, `the run injected ${kind}`);
   assert.ok(report.retries.injected > 0);

@@ -1,5 +1,6 @@
 // GET /status: one job (its owner or an admin), queue stats or a job list (admins), Prometheus metrics.
 // POST /status/retry: an admin puts a failed job back in the queue.
+// POST /status/pause, /status/resume: an admin pauses or resumes the queue, or one renderer.
 // Who is an admin is SQL's decision (is_queue_admin()): a non-admin gets its VQ403 as 403.
 import {
   authenticate,
@@ -9,13 +10,24 @@ import {
   json,
   kickWorker,
   listJobs,
+  PauseRequest,
   prometheusText,
   readJson,
   retryJob,
   RetryRequest,
   router,
+  setPaused,
   StatusQuery,
 } from "../../../shared/mod.ts";
+
+/** POST /status/pause and /status/resume: the same call, one flag apart. */
+const pauseRoute = (paused: boolean) => async (req: Request) => {
+  const caller = await authenticate(req);
+  const { renderer } = PauseRequest.parse(await readJson(req));
+  const stats = await setPaused(caller, paused, renderer);
+  if (!paused) kickWorker("resume"); // resuming picks up at once, not at the next cron minute
+  return json({ stats });
+};
 
 export const handler = router("status", {
   "": {
@@ -36,6 +48,8 @@ export const handler = router("status", {
       return json({ job });
     },
   },
+  pause: { POST: pauseRoute(true) },
+  resume: { POST: pauseRoute(false) },
   metrics: {
     GET: async (req) => {
       const caller = await authenticate(req);
