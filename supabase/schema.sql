@@ -74,6 +74,18 @@ CREATE FUNCTION private.claim_lock_key() RETURNS bigint
   select pg_catalog.hashtextextended('video_queue.claim', 0)
 $$;
 
+--
+-- Name: claim_offsets(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.claim_offsets() RETURNS interval[]
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select coalesce(private.priority_offsets(),
+                  array[interval '0', make_interval(years => -100000), make_interval(years => -200000)])
+$$;
+
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
@@ -306,14 +318,37 @@ CREATE FUNCTION private.job_queue_position(p_job public.jobs) RETURNS integer
     SET search_path TO ''
     SET jit TO 'off'
     AS $$
--- Position of a queued job (null otherwise). Internal; used by job_to_json.
+-- Position of a queued job in claim order (null otherwise). Internal; used by job_to_json.
 declare
   v_higher bigint;
   v_same bigint;
   v_ahead bigint;
   v_behind bigint;
+  v_offsets interval[] := private.priority_offsets();
+  v_key timestamptz;
+  v_rank smallint;
 begin
   if p_job.status <> 'queued' then return null; end if;
+  if v_offsets is not null then
+    -- Bounded overtake: the jobs of every priority whose claim key (created_at - offset) is smaller, a tie
+    -- going to the higher priority; one index range count on jobs_queued_order per priority.
+    v_key := p_job.created_at - v_offsets[p_job.priority_rank + 1];
+    v_ahead := 0;
+    for v_rank in 0..2 loop
+      v_ahead := v_ahead + case
+        when v_rank = p_job.priority_rank then
+          (select count(*) from public.jobs j where j.status = 'queued' and j.priority_rank = v_rank
+              and (j.created_at, j.id) < (p_job.created_at, p_job.id))
+        when v_rank < p_job.priority_rank then
+          (select count(*) from public.jobs j where j.status = 'queued' and j.priority_rank = v_rank
+              and j.created_at <= v_key + v_offsets[v_rank + 1])
+        else
+          (select count(*) from public.jobs j where j.status = 'queued' and j.priority_rank = v_rank
+              and j.created_at < v_key + v_offsets[v_rank + 1])
+        end;
+    end loop;
+    return (v_ahead + 1)::integer;
+  end if;
   select coalesce(sum(d.n) filter (where d.priority_rank < p_job.priority_rank), 0),
          coalesce(sum(d.n) filter (where d.priority_rank = p_job.priority_rank), 0)
     into v_higher, v_same
@@ -461,6 +496,11 @@ begin
                   where e.renderer = p_job.renderer and not e.disabled
                     and (e.unhealthy_until is null or e.unhealthy_until <= p_now)) then
     return 'no_endpoint';
+  end if;
+  if p_job.user_id is not null
+     and (select c.max_processing_per_user from public.job_queue_config c limit 1)
+         <= (select count(*) from public.jobs j where j.status = 'processing' and j.user_id = p_job.user_id) then
+    return 'user_limit';
   end if;
   select rc.max_concurrent into v_cap from private.renderer_caps() rc where rc.renderer = p_job.renderer;
   if v_cap is not null
@@ -661,6 +701,21 @@ begin
     using errcode = 'VQ409',
           hint = 'Stop this render: the job was cancelled, timed out, or handed to a newer attempt.';
 end $$;
+
+--
+-- Name: priority_offsets(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.priority_offsets() RETURNS interval[]
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select case when c.high_priority_offset_minutes is not null then
+           array[make_interval(mins => c.high_priority_offset_minutes),
+                 make_interval(mins => c.medium_priority_offset_minutes),
+                 make_interval(mins => c.low_priority_offset_minutes)] end
+    from public.job_queue_config c limit 1
+$$;
 
 --
 -- Name: prune_finished_jobs(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
@@ -980,6 +1035,8 @@ declare
   v_endpoint_url text;
   v_wait_sum double precision := 0;
   v_wait_n integer := 0;
+  -- Claim order: by created_at minus the priority's offset; strict priority when no offsets are set.
+  v_offsets interval[] := private.claim_offsets();
 begin
   if p_worker_id is null or length(p_worker_id) = 0 then
     raise exception 'worker_id is required' using errcode = 'VQ400';
@@ -1003,8 +1060,8 @@ begin
   if p_limit is not null then v_room := least(v_room, p_limit); end if;
   if v_room = 0 then return v_claims; end if;
 
-  -- Per renderer with a usable endpoint and room under its cap: its first jobs in claim order
-  -- (one partial-index scan each); merged, the first v_room of them in claim order win.
+  -- Per renderer with a usable endpoint and room under its cap, per priority: its first jobs in claim order
+  -- (one partial-index scan each, skipping users at max_processing_per_user); merged, the first v_room win.
   for v_id in
     with caps as (
       select rc.renderer, rc.max_concurrent,
@@ -1022,17 +1079,29 @@ begin
     )
     select c.id from room
       cross join lateral (
-        select j.id, j.priority_rank, j.created_at from public.jobs j
-         where j.status = 'queued' and j.renderer = room.renderer and j.next_attempt_at <= p_now
-           and (j.expires_at is null or j.expires_at > p_now)
-         order by j.priority_rank, j.created_at, j.id
+        select x.* from (values (0::smallint), (1::smallint), (2::smallint)) pr(rank)
+          cross join lateral (
+            select j.id, j.priority_rank, j.created_at, j.created_at - v_offsets[pr.rank + 1] as claim_key
+              from public.jobs j
+             where j.status = 'queued' and j.renderer = room.renderer and j.priority_rank = pr.rank
+               and j.next_attempt_at <= p_now and (j.expires_at is null or j.expires_at > p_now)
+               and (v_cfg.max_processing_per_user is null or j.user_id is null
+                    or (select count(*) from public.jobs u where u.user_id = j.user_id and u.status = 'processing')
+                       < v_cfg.max_processing_per_user)
+             order by j.created_at, j.id
+             limit room.n) x
+         order by x.claim_key, x.priority_rank, x.created_at, x.id
          limit room.n) c
-     order by c.priority_rank, c.created_at, c.id
+     order by c.claim_key, c.priority_rank, c.created_at, c.id
      limit v_room
   loop
     -- A row locked by a concurrent cancel is skipped (it is claimed next pass if still queued).
     select * into v_job from public.jobs j where j.id = v_id and j.status = 'queued' for update skip locked;
     continue when not found;
+    -- Its user may have reached the cap with this pass's earlier claims: it waits (a later pass fills the slot).
+    continue when v_cfg.max_processing_per_user is not null and v_job.user_id is not null
+      and (select count(*) from public.jobs u where u.user_id = v_job.user_id and u.status = 'processing')
+          >= v_cfg.max_processing_per_user;
 
     -- Least-loaded usable endpoint of the renderer (load counts this claim's earlier picks too).
     select e.id, e.url into v_endpoint_id, v_endpoint_url
@@ -1570,14 +1639,23 @@ CREATE TABLE public.job_queue_config (
     default_processing_seconds integer DEFAULT 120 NOT NULL,
     max_render_minutes integer DEFAULT 60 NOT NULL,
     paused boolean DEFAULT false NOT NULL,
+    high_priority_offset_minutes integer,
+    medium_priority_offset_minutes integer,
+    low_priority_offset_minutes integer,
+    max_processing_per_user integer,
     CONSTRAINT job_queue_config_default_processing_seconds_check CHECK ((default_processing_seconds > 0)),
     CONSTRAINT job_queue_config_finished_job_retention_days_check CHECK ((finished_job_retention_days > 0)),
+    CONSTRAINT job_queue_config_high_priority_offset_minutes_check CHECK ((high_priority_offset_minutes >= 0)),
     CONSTRAINT job_queue_config_job_timeout_minutes_check CHECK ((job_timeout_minutes > 0)),
+    CONSTRAINT job_queue_config_low_priority_offset_minutes_check CHECK ((low_priority_offset_minutes >= 0)),
     CONSTRAINT job_queue_config_max_concurrent_renders_check CHECK ((max_concurrent_renders >= 0)),
     CONSTRAINT job_queue_config_max_enqueues_per_minute_check CHECK ((max_enqueues_per_minute >= 0)),
     CONSTRAINT job_queue_config_max_manim_renders_check CHECK ((max_manim_renders >= 0)),
+    CONSTRAINT job_queue_config_max_processing_per_user_check CHECK ((max_processing_per_user > 0)),
     CONSTRAINT job_queue_config_max_queued_per_user_check CHECK ((max_queued_per_user >= 0)),
     CONSTRAINT job_queue_config_max_render_minutes_check CHECK ((max_render_minutes > 0)),
+    CONSTRAINT job_queue_config_medium_priority_offset_minutes_check CHECK ((medium_priority_offset_minutes >= 0)),
+    CONSTRAINT job_queue_config_offsets_all_or_none CHECK ((num_nulls(high_priority_offset_minutes, medium_priority_offset_minutes, low_priority_offset_minutes) = ANY (ARRAY[0, 3]))),
     CONSTRAINT job_queue_config_peak_worker_multiplier_check CHECK ((peak_worker_multiplier > (0)::numeric)),
     CONSTRAINT job_queue_config_retry_interval_minutes_check CHECK ((retry_interval_minutes >= 0))
 );
@@ -1623,6 +1701,18 @@ COMMENT ON COLUMN public.job_queue_config.max_render_minutes IS 'The longest an 
 --
 
 COMMENT ON COLUMN public.job_queue_config.paused IS 'The whole queue starts nothing new while true (POST /status/pause); running jobs finish.';
+
+--
+-- Name: COLUMN job_queue_config.low_priority_offset_minutes; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.low_priority_offset_minutes IS 'Priority offsets (high/medium/low, minutes; all set or none): claim order is created_at minus the offset. Unset: strict priority.';
+
+--
+-- Name: COLUMN job_queue_config.max_processing_per_user; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.max_processing_per_user IS 'Jobs of one user running at once (null: no limit); the rest wait with wait_reason user_limit.';
 
 --
 -- Name: job_types; Type: TABLE; Schema: public; Owner: -
@@ -2050,6 +2140,12 @@ REVOKE ALL ON FUNCTION private.attempt_lease(p_started_at timestamp with time zo
 REVOKE ALL ON FUNCTION private.claim_lock_key() FROM PUBLIC;
 
 --
+-- Name: FUNCTION claim_offsets(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.claim_offsets() FROM PUBLIC;
+
+--
 -- Name: TABLE jobs; Type: ACL; Schema: public; Owner: -
 --
 
@@ -2171,6 +2267,12 @@ REVOKE ALL ON FUNCTION private.jobs_touch_updated_at() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION private.lock_current_attempt(p_job_id uuid, p_attempt integer, p_token text, p_allow_completed_repeat boolean, p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION priority_offsets(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.priority_offsets() FROM PUBLIC;
 
 --
 -- Name: FUNCTION prune_finished_jobs(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -

@@ -43,16 +43,21 @@ async function setUp(admin: Sql) {
     await tx`create table vq_test.saved_endpoints as table public.render_endpoints`;
     await tx`create table vq_test.saved_windows as table public.peak_windows`;
     await tx`create table vq_test.samples (
-               renderer text, global_processing int, global_cap int, renderer_processing int, renderer_cap int)`;
+               renderer text, global_processing int, global_cap int, renderer_processing int, renderer_cap int,
+               user_processing int, user_cap int, queue_paused boolean, renderer_paused boolean)`;
     await tx.unsafe(`
       create or replace function vq_test.audit_claim() returns trigger language plpgsql as $$
-      declare g int; r int; gc int; rc int;
+      declare g int; r int; gc int; rc int; u int; uc int; qp boolean; rp boolean;
       begin
         select count(*) into g from public.jobs where status = 'processing';
         select count(*) into r from public.jobs where status = 'processing' and renderer = new.renderer;
         select q.effective into gc from private.queue_capacity(now()) q;
         select c.max_concurrent into rc from private.renderer_caps() c where c.renderer = new.renderer;
-        insert into vq_test.samples values (new.renderer, g, gc, r, rc);
+        select count(*) into u from public.jobs where status = 'processing' and user_id = new.user_id;
+        select c.max_processing_per_user, c.paused into uc, qp from public.job_queue_config c;
+        select x.paused into rp from public.renderers x where x.name = new.renderer;
+        insert into vq_test.samples values (new.renderer, g, gc, r, rc, case when new.user_id is not null then u end,
+                                            uc, qp, rp);
         return null;
       end $$`);
     await tx`drop trigger if exists vq_test_audit_claim on public.jobs`;
@@ -82,14 +87,17 @@ async function tearDown(admin: Sql) {
                peak_time_zone = s.peak_time_zone, job_timeout_minutes = s.job_timeout_minutes,
                max_queued_per_user = s.max_queued_per_user, max_enqueues_per_minute = s.max_enqueues_per_minute,
                finished_job_retention_days = s.finished_job_retention_days,
-               default_processing_seconds = s.default_processing_seconds
+               default_processing_seconds = s.default_processing_seconds, paused = s.paused,
+               max_processing_per_user = s.max_processing_per_user
                from vq_test.saved_config s where s.id = c.id`;
+    await tx`update public.renderers r set paused = s.paused from vq_test.saved_renderers s where s.name = r.name`;
     await tx`drop schema vq_test cascade`;
   });
 }
 
 Deno.test({
-  name: "20 connections claim/finish concurrently under random caps: caps hold, no double claim, no loss",
+  name:
+    "20 connections claim/finish concurrently under random caps, pauses and per-user caps: caps hold, no double claim, no loss",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
@@ -102,9 +110,13 @@ Deno.test({
     // Retries come back at once (0-minute backoff) so retried jobs are claimed again within the run.
     await admin`update public.job_queue_config set retry_interval_minutes = 0`;
     try {
-      await admin`insert into public.jobs (job_type, status, payload, created_at)
+      // Ten users own most jobs (every 11th is a service job), so the per-user cap has work to do.
+      const users = Array.from({ length: 10 }, () => crypto.randomUUID());
+      await admin`insert into auth.users (id) select unnest(${users}::uuid[])`;
+      await admin`insert into public.jobs (job_type, status, payload, created_at, user_id)
                   select (array['doubt', 'topic_short', 'daily_ca'])[1 + (g % 3)], 'queued', '{}',
-                         now() - interval '1 hour' + g * interval '1 ms'
+                         now() - interval '1 hour' + g * interval '1 ms',
+                         case when g % 11 <> 0 then (${users}::uuid[])[1 + (g % 10)] end
                     from generate_series(1, ${JOBS}) g`;
 
       const active = new Map<string, number>(); // job_id -> attempt currently held by some worker
@@ -199,13 +211,18 @@ Deno.test({
                 rand() < 0.5 ? null : 1 + Math.floor(rand() * 6)
               }
                         where name = 'orchestrator'`;
+              // Pauses and the per-user cap change under load too.
+              await tx`update public.job_queue_config set paused = ${rand() < 0.15},
+                         max_processing_per_user = ${rand() < 0.4 ? null : 1 + Math.floor(rand() * 3)}`;
+              await tx`update public.renderers set paused = ${rand() < 0.2} where name = 'revideo'`;
             });
             capChanges++;
             if (capChanges >= 300) stopChanging = true;
             await new Promise((res) => setTimeout(res, 5)); // pacing only, not synchronisation
           }
-          await sql`update public.job_queue_config set max_concurrent_renders = 12, max_manim_renders = 4`;
-          await sql`update public.renderers set max_concurrent = null where name <> 'manim'`;
+          await sql`update public.job_queue_config set max_concurrent_renders = 12, max_manim_renders = 4,
+                      paused = false, max_processing_per_user = null`;
+          await sql`update public.renderers set max_concurrent = null, paused = false where name <> 'manim'`;
         } finally {
           await sql.end();
         }
@@ -245,12 +262,18 @@ Deno.test({
           count(*) filter (where global_processing > global_cap)::int as global_over,
           count(*) filter (where renderer_cap is not null and renderer_processing > renderer_cap)::int as renderer_over,
           count(*) filter (where global_processing = global_cap)::int as at_global_cap,
-          count(*) filter (where renderer = 'manim' and renderer_processing = renderer_cap)::int as at_manim_cap
+          count(*) filter (where renderer = 'manim' and renderer_processing = renderer_cap)::int as at_manim_cap,
+          count(*) filter (where user_cap is not null and user_processing > user_cap)::int as user_over,
+          count(*) filter (where user_cap is not null and user_processing = user_cap)::int as at_user_cap,
+          count(*) filter (where queue_paused or renderer_paused)::int as claimed_while_paused
         from vq_test.samples`;
       console.log({ seed, rounds, claims, capChanges, cancelled: cancelled.size, outcomes, audit: v });
       assert.equal(v.samples, claims, "the audit saw every claim");
       assert.equal(v.global_over, 0, "global cap never exceeded");
       assert.equal(v.renderer_over, 0, "no renderer cap ever exceeded");
+      assert.equal(v.user_over, 0, "no user ever ran more than max_processing_per_user at once");
+      assert.equal(v.claimed_while_paused, 0, "nothing claimed while its queue or renderer was paused");
+      assert.ok(v.at_user_cap > 0, "the run actually ran into the per-user cap");
       assert.ok(v.at_global_cap > 0 && v.at_manim_cap > 0, "the run actually ran into the caps");
       assert.ok(
         rounds >= 1000 && claims >= JOBS - cancelled.size,
