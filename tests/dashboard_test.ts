@@ -47,6 +47,7 @@ test("the dashboard shows the queue's live stats and newest jobs to an admin", a
   assert.match(dom, /<tr><td>high<\/td><td>2<\/td><td>0<\/td><\/tr>/);
   assert.match(dom, /<tr><td>low<\/td><td>1<\/td><td>0<\/td><\/tr>/);
   assert.equal(dom.match(/<td class="status-queued">queued<\/td>/g)?.length, 3, "three newest jobs listed");
+  assert.equal(dom.match(/<td>no endpoint( · ~\d+ s)?<\/td>/g)?.length, 3, "each says why it waits");
 });
 
 test("the dashboard refuses a non-admin and says why", async () => {
