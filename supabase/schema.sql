@@ -448,7 +448,7 @@ CREATE FUNCTION private.job_wait_estimate(p_job public.jobs, p_position integer,
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
--- Wait estimate in seconds for a queued job. Internal; used by job_to_json.
+-- Wait estimate in seconds for a queued job (its position, its user's running cap). Internal; used by job_to_json.
 declare
   v_effective integer;
   v_cap integer;
@@ -469,6 +469,14 @@ begin
   end if;
   v_before := greatest(0, (p_position - 1) + v_busy - v_slots + 1);
   v_wait := ceil(v_before * private.renderer_avg_processing_seconds(p_job.renderer, p_now) / v_slots);
+  -- A user at max_processing_per_user waits at least until the first of their running jobs should end.
+  if p_job.user_id is not null
+     and (select c.max_processing_per_user from public.job_queue_config c limit 1)
+         <= (select count(*) from public.jobs j where j.status = 'processing' and j.user_id = p_job.user_id) then
+    v_wait := greatest(v_wait, (select ceil(min(greatest(0, private.renderer_avg_processing_seconds(j.renderer, p_now)
+                                                            - extract(epoch from (p_now - j.started_at)))))
+                                  from public.jobs j where j.status = 'processing' and j.user_id = p_job.user_id));
+  end if;
   return greatest(v_wait, ceil(greatest(extract(epoch from (p_job.next_attempt_at - p_now)), 0)))::integer;
 end $$;
 

@@ -252,3 +252,38 @@ begin
   end if;
   return v_claims;
 end $$;
+
+create or replace function private.job_wait_estimate(p_job public.jobs, p_position integer, p_now timestamptz default now())
+returns integer
+language plpgsql stable security definer set search_path = '' as $$
+-- Wait estimate in seconds for a queued job (its position, its user's running cap). Internal; used by job_to_json.
+declare
+  v_effective integer;
+  v_cap integer;
+  v_slots integer;
+  v_busy bigint;
+  v_before bigint;
+  v_wait numeric;
+begin
+  if p_job.status <> 'queued' or p_position is null then return null; end if;
+  select q.effective into v_effective from private.queue_capacity(p_now) q;
+  select rc.max_concurrent into v_cap from private.renderer_caps() rc where rc.renderer = p_job.renderer;
+  v_slots := least(v_effective, coalesce(v_cap, v_effective));
+  if v_slots is null or v_slots <= 0 then return null; end if;
+  if v_cap is not null and v_cap < v_effective then
+    select count(*) into v_busy from public.jobs j where j.status = 'processing' and j.renderer = p_job.renderer;
+  else
+    select count(*) into v_busy from public.jobs j where j.status = 'processing';
+  end if;
+  v_before := greatest(0, (p_position - 1) + v_busy - v_slots + 1);
+  v_wait := ceil(v_before * private.renderer_avg_processing_seconds(p_job.renderer, p_now) / v_slots);
+  -- A user at max_processing_per_user waits at least until the first of their running jobs should end.
+  if p_job.user_id is not null
+     and (select c.max_processing_per_user from public.job_queue_config c limit 1)
+         <= (select count(*) from public.jobs j where j.status = 'processing' and j.user_id = p_job.user_id) then
+    v_wait := greatest(v_wait, (select ceil(min(greatest(0, private.renderer_avg_processing_seconds(j.renderer, p_now)
+                                                            - extract(epoch from (p_now - j.started_at)))))
+                                  from public.jobs j where j.status = 'processing' and j.user_id = p_job.user_id));
+  end if;
+  return greatest(v_wait, ceil(greatest(extract(epoch from (p_job.next_attempt_at - p_now)), 0)))::integer;
+end $$;

@@ -2,7 +2,7 @@
 -- exact positions and wait reasons under both rules. Injected clock.
 begin;
 \ir _setup.psql
-select plan(11);
+select plan(12);
 
 select throws_ok($$update job_queue_config set high_priority_offset_minutes = 60$$, '23514', null,
                  'offsets are set for all three priorities or none');
@@ -44,6 +44,8 @@ select is((select count(*)::int from jobs where status = 'processing' and user_i
 select is(array[get_job(:'a2', :'T') ->> 'wait_reason', get_job(:'a2', :'T') ->> 'queue_position',
                 get_job(:'a3', :'T') ->> 'queue_position'],
           array['user_limit', '1', '2'], 'the rest wait as user_limit, with exact positions');
+select is((get_job(:'a2', :'T') ->> 'estimated_wait_seconds')::int, 120,
+          'and an estimate that waits for their running job to end (default 120 s render, just started)');
 select is(pg_temp.claim_ids(:'T'), '{}'::uuid[], 'a later pass claims none of them while U1 is at its cap');
 update jobs set status = 'completed', result = '{"video_url": "https://cdn/a1.mp4"}' where id = :'a1';
 select is(pg_temp.claim_ids(:'T'), array[:'a2'::uuid], 'when one finishes, the next of U1''s starts');
