@@ -10,6 +10,7 @@
 // What is injected is chosen per job from the seed (a "plan": one step per dispatch the job receives) and
 // recorded per attempt, so the expected outcome of every attempt and the expected retry count of every job
 // are known. Checked while it runs (every ~100 ms) and at the end: see VIOLATION_KINDS.
+import { eventually } from "../tests/support/eventually.ts";
 import postgres from "postgres";
 import {
   killPlatform,
@@ -354,20 +355,6 @@ const TERMINAL = ["completed", "failed", "cancelled"];
 const errorText = (a: Answer) => String(a.body?.error?.message ?? "").slice(0, 160);
 const pause = (ms: number) => new Promise<void>((r) => setTimeout(r, ms)); // pacing and back-off only
 
-async function localEventually<T>(
-  what: string,
-  check: () => Promise<T | undefined | false>,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  while (true) {
-    const value = await check();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await pause(50);
-  }
-}
-
 /** The stack's own controls (scripts/stack/stack.ts). */
 const stackInfra: InfraFaults = {
   restartPostgres,
@@ -425,7 +412,7 @@ class ChaosRun {
     this.n = opts.jobs;
     this.seed = opts.seed ?? 20261124;
     this.log = opts.log ?? (() => {});
-    this.eventually = opts.eventually ?? localEventually;
+    this.eventually = opts.eventually ?? eventually;
     this.opts = {
       workerLoops: opts.workerLoops ?? 3,
       endpointsPerRenderer: opts.endpointsPerRenderer ?? 3,

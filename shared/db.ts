@@ -23,6 +23,7 @@
 // tests/degradation_test.ts restarts Postgres repeatedly under load and checks the process survives.
 import postgres from "postgres";
 import type { Caller } from "./auth.ts";
+import { isConnectionFailure } from "./errors.ts";
 import { log } from "./log.ts";
 
 export type Sql = postgres.Sql;
@@ -137,32 +138,6 @@ function endIfDone(p: Pool, now = false): void {
     .finally(() => ending.delete(done));
   p.ended = done;
   ending.add(done);
-}
-
-// A failure of the connection (as opposed to an error raised by the SQL): what postgres.js and the
-// runtime report for a socket that failed or closed, and the SQLSTATEs of a server shutting down or
-// refusing connections. The same failures are 503 `unavailable` in errors.ts.
-const CONNECTION_FAILURES = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ENOTFOUND",
-  "ETIMEDOUT",
-  "EPIPE",
-  "CONNECT_TIMEOUT",
-  "CONNECTION_CLOSED",
-  "CONNECTION_ENDED",
-  "CONNECTION_DESTROYED",
-  "53300", // too_many_connections
-  "57P01", // admin_shutdown
-  "57P02", // crash_shutdown
-  "57P03", // cannot_connect_now
-]);
-
-function isConnectionFailure(err: unknown): boolean {
-  const code = (err as { code?: unknown })?.code;
-  if (typeof code === "string" && (CONNECTION_FAILURES.has(code) || code.startsWith("08"))) return true;
-  return err instanceof Deno.errors.ConnectionRefused || err instanceof Deno.errors.ConnectionReset ||
-    err instanceof Deno.errors.BrokenPipe;
 }
 
 function describeFailure(err: unknown): Record<string, unknown> {

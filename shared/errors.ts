@@ -43,7 +43,7 @@ export function toHttpError(err: unknown): HttpError {
   }
   const sqlState = (err as { code?: unknown })?.code;
   if (typeof sqlState === "string" && /^VQ\d{3}$/.test(sqlState)) return fromQueueSqlError(err as SqlError);
-  if (isConnectionError(err)) {
+  if (isConnectionFailure(err)) {
     return new HttpError(503, "The database is unreachable; try again shortly.", undefined, {
       "Retry-After": String(UNAVAILABLE_RETRY_AFTER_SECONDS),
     });
@@ -99,8 +99,10 @@ function zodDetails(err: ZodError): { field: string; message: string }[] {
   });
 }
 
-// postgres.js reports socket trouble with these codes; SQLSTATE class 08 and 57P0x mean the same.
-const CONNECTION_CODES = new Set([
+// A failure of the connection (as opposed to an error raised by the SQL): what postgres.js and the runtime
+// report for a socket that failed or closed, and the SQLSTATEs of a server shutting down or refusing
+// connections (class 08, 57P0x). The database layer discards the pool on these; callers get 503.
+const CONNECTION_FAILURES = new Set([
   "ECONNREFUSED",
   "ECONNRESET",
   "ENOTFOUND",
@@ -116,10 +118,12 @@ const CONNECTION_CODES = new Set([
   "57P03", // cannot_connect_now
 ]);
 
-function isConnectionError(err: unknown): boolean {
+/** Did the connection to the database fail (rather than the SQL)? */
+export function isConnectionFailure(err: unknown): boolean {
   const code = (err as { code?: unknown })?.code;
-  if (typeof code === "string" && (CONNECTION_CODES.has(code) || code.startsWith("08"))) return true;
-  return err instanceof Deno.errors.ConnectionRefused || err instanceof Deno.errors.ConnectionReset;
+  if (typeof code === "string" && (CONNECTION_FAILURES.has(code) || code.startsWith("08"))) return true;
+  return err instanceof Deno.errors.ConnectionRefused || err instanceof Deno.errors.ConnectionReset ||
+    err instanceof Deno.errors.BrokenPipe;
 }
 
 /** What the logs may say about an unexpected error: its kind and message, never request data. */
