@@ -18,6 +18,8 @@ const { values: flags } = parseArgs({
     "max-concurrent": { type: "string" },
     "cleanup-interval-seconds": { type: "string" },
     faults: { type: "string" },
+    "heartbeat-seconds": { type: "string" },
+    "min-render-seconds": { type: "string" },
     "font-file": { type: "string" },
   },
 });
@@ -50,6 +52,14 @@ const renderer = await startRenderer({
   maxConcurrentRenders: number(flags["max-concurrent"] ?? env("RENDER_MAX_CONCURRENT"), "max concurrent"),
   cleanupIntervalMs: cleanupSeconds === undefined ? undefined : cleanupSeconds * 1000,
   faults: parseFaultConfig(flags.faults ?? env("RENDER_FAULTS")),
+  heartbeatSeconds: number(
+    flags["heartbeat-seconds"] ?? env("RENDER_HEARTBEAT_SECONDS"),
+    "heartbeat seconds",
+  ),
+  minRenderSeconds: number(
+    flags["min-render-seconds"] ?? env("RENDER_MIN_RENDER_SECONDS"),
+    "min render seconds",
+  ),
   fontFile: flags["font-file"] ?? env("RENDER_FONT_FILE"),
 });
 

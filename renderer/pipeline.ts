@@ -1,6 +1,6 @@
 // The render pipeline: one dispatched attempt → title card → video → stored file, with a progress callback
-// at each stage and one outcome callback at the end. It never throws: every way a render ends becomes the
-// record's final state, and its temp files are gone when `run` returns.
+// at each stage, heartbeats in between, and one outcome callback at the end. It never throws: every way a
+// render ends becomes the record's final state, and its temp files are gone when `run` returns.
 import { type CallbackPolicy, sendCallback } from "./callbacks.ts";
 import { cardTextForJob } from "./card_text.ts";
 import {
@@ -13,6 +13,7 @@ import {
   sleep,
 } from "./errors.ts";
 import { composeVideo, type MediaTools, probeVideo, renderTitleCard } from "./ffmpeg.ts";
+import { type Heartbeat, startHeartbeat } from "./heartbeat.ts";
 import type { Log } from "./log.ts";
 import type { RenderReport, RenderResult } from "../shared/render_protocol.ts";
 import type { Stage } from "./protocol.ts";
@@ -33,6 +34,10 @@ export interface PipelineConfig {
   fps: number;
   /** How long a hung render (fault) lingers past its deadline before it quietly drops its slot. */
   hangGraceMs: number;
+  /** Time between heartbeat callbacks while a render runs; 0 = none. */
+  heartbeatMs: number;
+  /** A render takes at least this long (held in the video stage), so long renders can be tried out. */
+  minRenderMs: number;
   callbackPolicy: CallbackPolicy;
   /** Where a stored video can be downloaded (the server's public URL is known once it listens). */
   downloadUrl: (filename: string) => string;
@@ -44,16 +49,19 @@ export class RenderPipeline {
 
   /** Renders the attempt to its end (whatever that is) and removes its temp files. */
   async run(record: RenderRecord): Promise<void> {
+    const heartbeat = this.#startHeartbeat(record);
     try {
-      await this.#render(record);
+      await this.#render(record, heartbeat);
     } catch (err) {
+      await heartbeat.stop(); // the outcome (if any) is the last word: no heartbeat after it
       await this.#settleFailure(record, err);
     } finally {
+      await heartbeat.stop();
       if (record.temp_dir) await Deno.remove(record.temp_dir, { recursive: true }).catch(() => {});
     }
   }
 
-  async #render(record: RenderRecord): Promise<void> {
+  async #render(record: RenderRecord, heartbeat: Heartbeat): Promise<void> {
     const { name, tools, storage, clipSeconds, fps } = this.config;
     const signal = record.controller.signal;
     record.temp_dir = await Deno.makeTempDir({ dir: this.config.tempRoot, prefix: `render-${name}-` });
@@ -64,9 +72,11 @@ export class RenderPipeline {
       cardTextForJob(record.job_type, record.payload),
       signal,
     );
-    await this.#injectFault(record);
+    await this.#injectFault(record, heartbeat);
     await this.#enterStage(record, "composing_video", 60);
     const video = await composeVideo(tools, record.temp_dir, card, clipSeconds, fps, signal);
+    // A render made to last (minRenderSeconds) holds here, in its longest stage, heartbeats going on.
+    await sleep(Math.max(0, record.startedAt + this.config.minRenderMs - performance.now()), signal);
     await this.#enterStage(record, "saving_file", 80);
     const probe = await probeVideo(tools, video, signal);
     record.video = await storage.save(video, record);
@@ -84,6 +94,8 @@ export class RenderPipeline {
     };
     record.result = result;
     record.progress = 100;
+    await heartbeat.stop();
+    signal.throwIfAborted(); // the last heartbeat may have been refused
     const deliveries = record.fault === "duplicate" ? 2 : 1;
     for (let i = 0; i < deliveries; i++) {
       await this.#deliver(record, { type: "completed", result });
@@ -110,7 +122,7 @@ export class RenderPipeline {
   }
 
   /** Fault injection, after the card step: fail either way, or hang until stopped or past the deadline. */
-  async #injectFault(record: RenderRecord): Promise<void> {
+  async #injectFault(record: RenderRecord, heartbeat: Heartbeat): Promise<void> {
     if (record.fault === "retryable") {
       throw new RetryableRenderError("injected fault: retryable render failure");
     }
@@ -119,6 +131,7 @@ export class RenderPipeline {
     }
     if (record.fault === "hang") {
       record.state = "hung";
+      await heartbeat.stop(); // hung means silent: the queue must see the lease run out
       this.config.log("render_hung", { job_id: record.job_id, attempt: record.attempt, stage: record.stage });
       const until = (record.deadline?.getTime() ?? Date.now() + DEFAULT_HANG_WITHOUT_DEADLINE_MS) +
         this.config.hangGraceMs;
@@ -128,8 +141,10 @@ export class RenderPipeline {
   }
 
   /** Decides the final state after a render threw, tells the queue where it should hear, drops the output. */
-  async #settleFailure(record: RenderRecord, err: unknown): Promise<void> {
+  async #settleFailure(record: RenderRecord, thrown: unknown): Promise<void> {
     const signal = record.controller.signal;
+    // Once the render was stopped from outside (cancel, shutdown, a refused heartbeat), that is why it ended.
+    const err = signal.aborted ? signal.reason : thrown;
     const keepVideo = err instanceof CallbackUndeliveredError; // the queue may have recorded it before the network broke
     if (record.video && !keepVideo) {
       await this.config.storage.remove(record.video.filename).catch(() => {});
@@ -172,6 +187,33 @@ export class RenderPipeline {
         });
       }
     }
+  }
+
+  /** Heartbeats for the whole render; a refused one stops the render as a refused progress callback does. */
+  #startHeartbeat(record: RenderRecord): Heartbeat {
+    const ids = { job_id: record.job_id, attempt: record.attempt };
+    return startHeartbeat({
+      intervalMs: this.config.heartbeatMs,
+      signal: record.controller.signal,
+      beat: async (signal) => {
+        await sendCallback(
+          record.callback,
+          callbackBody(record, { type: "heartbeat" }),
+          this.config.callbackPolicy,
+          signal,
+        );
+        record.callbacks_sent++;
+        record.heartbeats_sent++;
+        this.config.log("render_heartbeat", { ...ids, stage: record.stage, n: record.heartbeats_sent });
+      },
+      onRefused: (err) => record.controller.abort(err),
+      onUndelivered: (err) =>
+        this.config.log("callback_undelivered", {
+          ...ids,
+          type: "heartbeat",
+          error: err instanceof Error ? err.message : String(err),
+        }),
+    });
   }
 
   async #deliver(record: RenderRecord, event: RenderReport): Promise<void> {

@@ -31,7 +31,10 @@ export interface RenderSnapshot {
   video: StoredVideo | null;
   result: Record<string, unknown> | null;
   error: string | null;
+  /** Callbacks the queue accepted (progress, heartbeats, outcome). */
   callbacks_sent: number;
+  /** Heartbeat callbacks the queue accepted. */
+  heartbeats_sent: number;
 }
 
 /** The live record of one render: its snapshot fields, plus what only the pipeline uses. */
@@ -89,6 +92,7 @@ export class Renders {
       result: null,
       error: null,
       callbacks_sent: 0,
+      heartbeats_sent: 0,
       startedAt: performance.now(),
       controller: new AbortController(),
       done: Promise.resolve(),

@@ -3,6 +3,7 @@
 //
 // This file is its lifecycle: start (serve, expiry cleanup), the running renders, stop. The parts:
 //   protocol.ts  what the worker sends and the callbacks carry     pipeline.ts  one render, stage by stage
+//   heartbeat.ts a sign of life every heartbeatSeconds             faults.ts    injected failures
 //   routes.ts    dispatch, cancel, files, health                   renders.ts   running and recent renders
 //   http.ts      JSON answers; the one place errors become one     storage.ts   stored videos with a TTL
 import { type CallbackPolicy, defaultCallbackPolicy } from "./callbacks.ts";
@@ -48,6 +49,13 @@ export interface RendererOptions {
   callbackPolicy?: Partial<CallbackPolicy>;
   /** How long a hung render (fault) lingers past its deadline before it quietly drops its slot. */
   hangGraceMs?: number;
+  /**
+   * Seconds between heartbeat callbacks while a render runs (default 30; 0 = none). Keep it well under the
+   * queue's `job_timeout_minutes`: the lease runs that long after the latest callback.
+   */
+  heartbeatSeconds?: number;
+  /** Every render takes at least this many seconds, held in its video stage (default 0): long renders on demand. */
+  minRenderSeconds?: number;
   /** Clock for file expiry (tests move it forward instead of sleeping). */
   now?: () => Date;
   /** Receives one object per event; defaults to one JSON line on stdout. */
@@ -73,11 +81,25 @@ export interface RendererHandle extends AsyncDisposable {
   close(): Promise<void>;
 }
 
+const DEFAULT_HEARTBEAT_SECONDS = 30;
+
+function nonNegative(value: number, label: string): number {
+  if (!Number.isFinite(value) || value < 0) {
+    throw new Error(`${label} must be a non-negative number, got ${value}`);
+  }
+  return value;
+}
+
 /** Starts a render service and resolves once it is listening. */
 export async function startRenderer(options: RendererOptions): Promise<RendererHandle> {
   const name = options.name ?? "renderer";
   const hostname = options.hostname ?? "127.0.0.1";
   const maxConcurrent = options.maxConcurrentRenders ?? 2;
+  const heartbeatSeconds = nonNegative(
+    options.heartbeatSeconds ?? DEFAULT_HEARTBEAT_SECONDS,
+    "heartbeatSeconds",
+  );
+  const minRenderSeconds = nonNegative(options.minRenderSeconds ?? 0, "minRenderSeconds");
   const log = rendererLog(name, options.log);
   const tools: MediaTools = {
     ffmpeg: options.ffmpegPath ?? "ffmpeg",
@@ -99,6 +121,8 @@ export async function startRenderer(options: RendererOptions): Promise<RendererH
     clipSeconds: options.clipSeconds ?? 5,
     fps: options.fps ?? 15,
     hangGraceMs: options.hangGraceMs ?? 60_000,
+    heartbeatMs: heartbeatSeconds * 1000,
+    minRenderMs: minRenderSeconds * 1000,
     callbackPolicy: { ...defaultCallbackPolicy, ...options.callbackPolicy },
     downloadUrl: (filename) => `${publicUrl}/files/${filename}`,
     log,
@@ -151,6 +175,8 @@ export async function startRenderer(options: RendererOptions): Promise<RendererH
     storage_dir: options.storageDir,
     max_concurrent: maxConcurrent,
     clip_seconds: options.clipSeconds ?? 5,
+    heartbeat_seconds: heartbeatSeconds,
+    min_render_seconds: minRenderSeconds,
     faults: options.faults ?? {},
     font_file: tools.fontFile,
   });

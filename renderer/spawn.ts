@@ -20,6 +20,10 @@ export interface SpawnOptions {
   maxConcurrent?: number;
   /** `--faults` */
   faults?: FaultConfig;
+  /** `--heartbeat-seconds` */
+  heartbeatSeconds?: number;
+  /** `--min-render-seconds` */
+  minRenderSeconds?: number;
   /** Any other flags of renderer/main.ts, e.g. `["--ttl-hours", "1"]`. */
   args?: string[];
   /** Added to this process's environment (flags win over the `RENDER_*` variables). */
@@ -116,6 +120,8 @@ function flags(options: SpawnOptions): string[] {
     ["--clip-seconds", options.clipSeconds],
     ["--max-concurrent", options.maxConcurrent],
     ["--faults", options.faults && JSON.stringify(options.faults)],
+    ["--heartbeat-seconds", options.heartbeatSeconds],
+    ["--min-render-seconds", options.minRenderSeconds],
   ];
   return [
     ...given.flatMap(([flag, value]) => value === undefined ? [] : [flag, String(value)]),

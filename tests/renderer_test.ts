@@ -44,10 +44,12 @@ class Inbox<T> {
 
 interface Callback {
   authorization: string | null;
+  /** When it arrived (performance.now()). */
+  at: number;
   body: {
     job_id: string;
     attempt: number;
-    type: "progress" | "completed" | "failed";
+    type: "progress" | "heartbeat" | "completed" | "failed";
     stage?: string;
     progress?: number;
     result?: Record<string, unknown>;
@@ -65,7 +67,11 @@ function startCallbackServer(respond: (cb: Callback, index: number) => number = 
     port: 0,
     onListen: ({ port }) => listening.resolve(port),
   }, async (req) => {
-    const cb: Callback = { authorization: req.headers.get("authorization"), body: await req.json() };
+    const cb: Callback = {
+      authorization: req.headers.get("authorization"),
+      body: await req.json(),
+      at: performance.now(),
+    };
     const status = respond(cb, inbox.items.length);
     if (status < 300) inbox.push(cb);
     return Response.json(status < 300 ? { job: {} } : { error: { code: "x", message: "refused" } }, {
@@ -175,6 +181,9 @@ async function ffprobe(path: string) {
 
 const forJob = (jobId: string) => (cb: Callback) => cb.body.job_id === jobId;
 const isTerminal = (cb: Callback) => cb.body.type === "completed" || cb.body.type === "failed";
+const isHeartbeat = (cb: Callback) => cb.body.type === "heartbeat";
+/** Lets a few heartbeat intervals pass, to see that nothing more arrives (absence needs time to show). */
+const quietFor = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---- the happy path ------------------------------------------------------------------------------
 
@@ -363,6 +372,107 @@ Deno.test("shutting down mid-render reports a retryable failure and cleans up", 
     assert.equal(renderer.getRender("job-shutdown", 1)!.state, "stopped");
     assert.deepEqual(await listDir(tempRoot), []);
   });
+});
+
+// ---- heartbeats and long renders ----------------------------------------------------------------
+
+Deno.test("heartbeats arrive at the set interval while a slow render holds, between its stages, and stop after completion", async () => {
+  const intervalMs = 250;
+  await withRenderer(
+    { heartbeatSeconds: intervalMs / 1000, minRenderSeconds: 2, clipSeconds: 1 },
+    async ({ renderer, callbacks, logs, dispatch, doubt }) => {
+      const dispatched = performance.now();
+      assert.equal((await dispatch(doubt("job-long"))).status, 202);
+      const completed = await callbacks.waitFor((cb) => cb.body.type === "completed");
+      const record = await renderer.waitForRender("job-long", 1);
+      assert.equal(record.state, "completed");
+      assert.ok(completed.at - dispatched >= 2000, "the render took at least minRenderSeconds");
+
+      const heartbeats = callbacks.items.filter(isHeartbeat);
+      for (const cb of heartbeats) {
+        assert.deepEqual(cb.body, { job_id: "job-long", attempt: 1, type: "heartbeat" });
+        assert.equal(cb.authorization, "Bearer token-job-long-1");
+      }
+      assert.ok(heartbeats.length >= 6, `${heartbeats.length} heartbeats in a 2 s render, one per 250 ms`);
+      const gaps = heartbeats.slice(1).map((cb, i) => cb.at - heartbeats[i].at);
+      for (const gap of gaps) {
+        assert.ok(gap >= intervalMs * 0.8 && gap <= intervalMs * 2, `heartbeat gaps ${gaps.map(Math.round)}`);
+      }
+      assert.ok(heartbeats[0].at - dispatched >= intervalMs * 0.8, "the first one comes one interval in");
+
+      // The progress stages still arrive in order, with the heartbeats in between (the video stage holds).
+      const order = callbacks.items.map((cb) =>
+        cb.body.type === "progress" ? cb.body.progress : cb.body.type
+      );
+      assert.deepEqual(order.filter((o) => o !== "heartbeat"), [20, 60, 80, "completed"]);
+      const holding = order.slice(order.indexOf(60), order.indexOf(80)).filter((o) => o === "heartbeat");
+      assert.ok(holding.length >= 4, "heartbeats go on while the video stage holds");
+      assert.equal(order.at(-1), "completed", "no heartbeat after the outcome");
+      assert.equal(record.heartbeats_sent, heartbeats.length);
+      assert.equal(logs.items.filter((e) => e.event === "render_heartbeat").length, heartbeats.length);
+
+      await quietFor(intervalMs * 4);
+      assert.equal(callbacks.items.length, order.length, "heartbeats stopped with the render");
+    },
+  );
+});
+
+Deno.test("a 409 on a heartbeat stops the render at once (ffmpeg killed) and cleans up", async () => {
+  // A 120 s clip takes ffmpeg ~30 s here; the second heartbeat, 0.6 s in, is refused mid-encode.
+  let heartbeatsSeen = 0;
+  const respond = (cb: Callback) => isHeartbeat(cb) && heartbeatsSeen++ > 0 ? 409 : 200;
+  await withRenderer(
+    { respond, heartbeatSeconds: 0.3, clipSeconds: 120 },
+    async ({ renderer, callbacks, logs, dispatch, doubt, tempRoot, storageDir }) => {
+      const dispatched = performance.now();
+      await dispatch(doubt("job-gone"));
+      const record = await renderer.waitForRender("job-gone", 1);
+      assert.ok(performance.now() - dispatched < 10_000, "the encode did not run to its end");
+      assert.deepEqual([record.state, record.stage], ["superseded", "composing_video"]);
+      assert.match(record.error!, /refused with 409/);
+      assert.equal(await exists(record.temp_dir!), false);
+      assert.deepEqual(await listDir(tempRoot), []);
+      assert.deepEqual(await listDir(storageDir), []);
+      assert.equal(renderer.activeRenders(), 0);
+      // What the queue accepted: the first two stages and one heartbeat; no outcome after the 409.
+      assert.deepEqual(callbacks.items.map((cb) => cb.body.progress ?? cb.body.type).sort(), [
+        20,
+        60,
+        "heartbeat",
+      ]);
+      assert.equal(record.heartbeats_sent, 1);
+      assert.ok(logs.items.some((e) => e.event === "render_superseded"));
+
+      await quietFor(900);
+      assert.equal(heartbeatsSeen, 2, "no heartbeat after the refused one");
+    },
+  );
+});
+
+Deno.test("heartbeats stop when a render is cancelled, and a hung render sends none", async () => {
+  await withRenderer(
+    { heartbeatSeconds: 0.1, minRenderSeconds: 60, clipSeconds: 1 },
+    async ({ renderer, callbacks, dispatch, cancel, doubt }) => {
+      await dispatch(doubt("job-stop"));
+      await callbacks.waitFor((cb) => isHeartbeat(cb) && callbacks.items.filter(isHeartbeat).length >= 3);
+      assert.equal((await cancel({ job_id: "job-stop", attempt: 1 })).body.state, "cancelled");
+      const sent = renderer.getRender("job-stop", 1)!.heartbeats_sent;
+      await quietFor(500);
+      assert.ok(callbacks.items.filter(isHeartbeat).length <= sent + 1, "at most one was in flight");
+      assert.equal(renderer.getRender("job-stop", 1)!.heartbeats_sent, sent);
+    },
+  );
+  await withRenderer(
+    { heartbeatSeconds: 0.5, faults: { hang: 1 } },
+    async ({ renderer, callbacks, logs, dispatch, cancel, doubt }) => {
+      await dispatch(doubt("job-silent"));
+      await logs.waitFor((e) => e.event === "render_hung");
+      await quietFor(1200);
+      assert.deepEqual(callbacks.items.map((cb) => cb.body.type), ["progress"], "silent once hung");
+      await cancel({ job_id: "job-silent" });
+      assert.equal(renderer.getRender("job-silent", 1)!.heartbeats_sent, 0);
+    },
+  );
 });
 
 // ---- storage -------------------------------------------------------------------------------------
@@ -601,13 +711,22 @@ Deno.test("spawnRenderer runs renderer/main.ts: flags win over env, it serves HT
         storageDir: join(root, "files"),
         maxConcurrent: 1,
         faults: { retryable: 0.5, seed: 3 },
-        env: { RENDER_NAME: "from-env", RENDER_MAX_CONCURRENT: "7", RENDER_CLIP_SECONDS: "3" },
+        heartbeatSeconds: 7,
+        env: {
+          RENDER_NAME: "from-env",
+          RENDER_MAX_CONCURRENT: "7",
+          RENDER_CLIP_SECONDS: "3",
+          RENDER_HEARTBEAT_SECONDS: "9",
+          RENDER_MIN_RENDER_SECONDS: "2.5",
+        },
         logFile,
         onLog: (entry) => entries.push(entry),
       });
       url = spawned.url;
       assert.equal(spawned.listening.renderer, "spawned-1");
       assert.equal(spawned.listening.clip_seconds, 3, "an env var applies where no flag is given");
+      assert.equal(spawned.listening.heartbeat_seconds, 7);
+      assert.equal(spawned.listening.min_render_seconds, 2.5);
       assert.deepEqual(spawned.listening.faults, { retryable: 0.5, seed: 3 });
       assert.equal(spawned.endpointUrl, `${spawned.url}/render`);
       assert.equal(spawned.storageDir, join(root, "files"));
