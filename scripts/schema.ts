@@ -2,7 +2,7 @@
 // constraints, indexes, functions, triggers, grants), dumped from a fresh throw-away stack. A newcomer reads
 // the `jobs` table there; the migrations stay the history. The test command compares the file with the
 // database it migrated (tests/schema_snapshot_test.ts), so the two never drift apart.
-import { PROJECT_ROOT, startStack, stopStack } from "./stack/stack.ts";
+import { PROJECT_ROOT, stackDir, startStack, stopStack } from "./stack/stack.ts";
 
 export const SCHEMA_FILE = `${PROJECT_ROOT}/supabase/schema.sql`;
 /** The project's schemas: the API's, the internals', and the tables in public. */
@@ -34,5 +34,6 @@ if (import.meta.main) {
     console.log(`wrote ${SCHEMA_FILE}`);
   } finally {
     await stopStack(name);
+    await Deno.remove(stackDir(name), { recursive: true }).catch(() => {});
   }
 }
