@@ -10,6 +10,7 @@
 // What is injected is chosen per job from the seed (a "plan": one step per dispatch the job receives) and
 // recorded per attempt, so the expected outcome of every attempt and the expected retry count of every job
 // are known. Checked while it runs (every ~100 ms) and at the end: see VIOLATION_KINDS.
+import { seededRandom } from "../tests/support/seeded_random.ts";
 import { eventually } from "../tests/support/eventually.ts";
 import postgres from "postgres";
 import {
@@ -195,18 +196,6 @@ export interface JobPlan {
   heartbeat: boolean;
 }
 
-/** Deterministic pseudo-random numbers (mulberry32): a run is replayed from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function pick<T>(r: () => number, weighted: [T, number][]): T {
   const total = weighted.reduce((s, [, w]) => s + w, 0);
   let x = r() * total;
@@ -250,7 +239,7 @@ export function makePlans(
   seed: number,
   budget: { hangs: number; plain429: number; heartbeats?: boolean },
 ): JobPlan[] {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   const run = seed.toString(36);
   const plans: JobPlan[] = [];
   for (let i = 0; i < n; i++) {

@@ -8,6 +8,7 @@
 //
 // The test resets the queue as the pgTAP files do (tests/support/reset_queue.ts) and puts the configuration
 // back when done: run it against a local / test database only.
+import { seededRandom } from "./support/seeded_random.ts";
 import postgres from "postgres";
 import assert from "node:assert/strict";
 import { resetQueue } from "./support/reset_queue.ts";
@@ -18,18 +19,6 @@ const url = Deno.env.get("SUPABASE_DB_URL") ?? (() => {
 
 type Sql = ReturnType<typeof postgres>;
 const connect = (max = 1): Sql => postgres(url, { max, prepare: false, onnotice: () => {} });
-
-// Deterministic pseudo-random numbers (mulberry32) so a failing run can be replayed with its seed.
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const vqCode = (e: unknown) => (e as { code?: string }).code;
 
@@ -102,7 +91,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const seed = Number(Deno.env.get("VQ_SEED") ?? 20261122);
-    const rand = rng(seed);
+    const rand = seededRandom(seed);
     const JOBS = 3000;
     const WORKERS = 20;
     const admin = connect(2);
@@ -131,7 +120,7 @@ Deno.test({
 
       const worker = async (w: number) => {
         const sql = connect();
-        const r = rng(seed + w + 1);
+        const r = seededRandom(seed + w + 1);
         try {
           while (!finished) {
             rounds++;
@@ -232,7 +221,7 @@ Deno.test({
       const cancelled = new Set<string>();
       const canceller = async () => {
         const sql = connect();
-        const r = rng(seed * 7);
+        const r = seededRandom(seed * 7);
         try {
           for (let i = 0; i < 150 && !finished; i++) {
             const [row] = await sql`select id from public.jobs order by created_at offset ${
