@@ -278,6 +278,8 @@ Deno.test({
       assert.equal(s.open, 0, "every job finished");
       assert.equal(s.completed, outcomes.completed, "every accepted completion is a completed job, once");
       assert.equal(s.cancelled, cancelled.size, "every accepted cancel is a cancelled job");
+      const [{ held }] = await admin`select count(*)::int as held from private.capacity_slots where job_id is not null`;
+      assert.equal(held, 0, "no capacity slot is left held once every job finished");
       const [a] = await admin`select
           count(*) filter (where a.outcome is null)::int as open_attempts,
           count(*) filter (where a.outcome = 'completed' and j.status <> 'completed')::int as bad_completed,
