@@ -64,6 +64,20 @@ CREATE FUNCTION private.attempt_lease(p_started_at timestamp with time zone, p_n
 $$;
 
 --
+-- Name: capacity_slots__ensure(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.capacity_slots__ensure() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+-- Statement trigger on job_queue_config and renderers: a raised cap gets its slot rows. Called by Postgres only.
+begin
+  perform private.ensure_capacity_slots();
+  return null;
+end $$;
+
+--
 -- Name: claim_lock_key(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -204,6 +218,26 @@ begin
      where e.id = v_endpoint_id and e.unhealthy_until is not null;
   end if;
 end $$;
+
+--
+-- Name: ensure_capacity_slots(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.ensure_capacity_slots() RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  insert into private.capacity_slots (scope, slot)
+  select 'global', g
+    from public.job_queue_config c,
+         generate_series(0, greatest(c.max_concurrent_renders,
+                                     floor(c.max_concurrent_renders * c.peak_worker_multiplier)::integer) - 1) g
+  union all
+  select 'renderer:' || rc.renderer, g
+    from private.renderer_caps() rc, generate_series(0, rc.max_concurrent - 1) g
+   where rc.max_concurrent is not null
+  on conflict do nothing
+$$;
 
 --
 -- Name: expire_queued_jobs(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
@@ -580,6 +614,34 @@ begin
 end $$;
 
 --
+-- Name: jobs__release_all_slots(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs__release_all_slots() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+-- Statement trigger on jobs (truncate): no job runs any more, no slot is held. Called by Postgres only.
+begin
+  update private.capacity_slots s set job_id = null where s.job_id is not null;
+  return null;
+end $$;
+
+--
+-- Name: jobs__release_slots(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs__release_slots() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+-- Row trigger on jobs that leave processing (any path) or are deleted while processing. Called by Postgres only.
+begin
+  perform private.release_capacity_slots(old.id);
+  return null;
+end $$;
+
+--
 -- Name: jobs_before_insert(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -817,12 +879,21 @@ end $$;
 --
 
 CREATE FUNCTION private.queue_counter_add(p_name text, p_delta double precision DEFAULT 1) RETURNS void
-    LANGUAGE sql SECURITY DEFINER
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
-  -- Adds to a monotonic counter. Internal (called by the queue functions).
-  update public.queue_counters set value = value + p_delta where name = p_name
-$$;
+-- Adds to a monotonic counter in a shard no other transaction holds (own backend's shard when all are). Internal.
+declare
+  v_shard smallint;
+begin
+  if p_delta = 0 then return; end if;
+  select s.shard into v_shard from public.queue_counter_shards s
+   where s.name = p_name
+   order by (s.shard + pg_catalog.pg_backend_pid()) % 16
+   limit 1 for update skip locked;
+  update public.queue_counter_shards s set value = s.value + p_delta
+   where s.name = p_name and s.shard = coalesce(v_shard, pg_catalog.pg_backend_pid() % 16);
+end $$;
 
 --
 -- Name: queue_depth_add(smallint, bigint); Type: FUNCTION; Schema: private; Owner: -
@@ -871,6 +942,17 @@ begin
                 when w.s > w.e then v_local >= w.s or v_local < w.e
                 else false end);
 end $$;
+
+--
+-- Name: release_capacity_slots(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.release_capacity_slots(p_job_id uuid) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  update private.capacity_slots s set job_id = null where s.job_id = p_job_id
+$$;
 
 --
 -- Name: render_seconds(text, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
@@ -967,6 +1049,64 @@ begin
   returning * into v_job;
   return v_job;
 end $$;
+
+--
+-- Name: take_capacity_slot(text, integer, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.take_capacity_slot(p_scope text, p_cap integer, p_job_id uuid) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_above record;
+  v_free integer;
+  v_slot integer;
+begin
+  if exists (select 1 from private.capacity_slots s
+              where s.scope = p_scope and s.slot >= p_cap and s.job_id is not null) then
+    for v_above in
+      select s.slot, s.job_id from private.capacity_slots s
+       where s.scope = p_scope and s.slot >= p_cap and s.job_id is not null
+       order by s.slot desc
+       for update skip locked
+    loop
+      -- Its job's own release (under the job's row lock) must find the slot where it is.
+      perform 1 from public.jobs j where j.id = v_above.job_id for update skip locked;
+      continue when not found;
+      select s.slot into v_free from private.capacity_slots s
+       where s.scope = p_scope and s.slot < p_cap and s.job_id is null
+       order by s.slot limit 1
+       for update skip locked;
+      exit when not found;
+      update private.capacity_slots s set job_id = null where s.scope = p_scope and s.slot = v_above.slot;
+      update private.capacity_slots s set job_id = v_above.job_id where s.scope = p_scope and s.slot = v_free;
+    end loop;
+    if exists (select 1 from private.capacity_slots s
+                where s.scope = p_scope and s.slot >= p_cap and s.job_id is not null) then
+      return false;
+    end if;
+  end if;
+  -- A slot another claim holds uncommitted is skipped, never waited for: that claim owns it.
+  update private.capacity_slots s set job_id = p_job_id
+   where (s.scope, s.slot) = (select f.scope, f.slot from private.capacity_slots f
+                               where f.scope = p_scope and f.slot < p_cap and f.job_id is null
+                               order by f.slot limit 1
+                               for update skip locked)
+  returning s.slot into v_slot;
+  return v_slot is not null;
+end $$;
+
+--
+-- Name: user_claim_key(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.user_claim_key(p_user_id uuid) RETURNS bigint
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select pg_catalog.hashtextextended('video_queue.claim.user:' || p_user_id::text, 0)
+$$;
 
 --
 -- Name: get_queue_stats(timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
@@ -1103,6 +1243,8 @@ declare
   v_claims jsonb := '[]'::jsonb;
   v_id uuid;
   v_job public.jobs;
+  v_renderer_cap integer;
+  v_full text[] := '{}';  -- renderers found at their cap in this call
   v_token text;
   v_endpoint_id uuid;
   v_endpoint_url text;
@@ -1110,6 +1252,8 @@ declare
   v_wait_n integer := 0;
   -- Claim order: by created_at minus the priority's offset; strict priority when no offsets are set.
   v_offsets interval[] := private.claim_offsets();
+  -- Candidates beyond the room: claims running side by side take (and lock) the first ones.
+  c_spare constant integer := 16;
 begin
   if p_worker_id is null or length(p_worker_id) = 0 then
     raise exception 'worker_id is required' using errcode = 'VQ400';
@@ -1117,25 +1261,27 @@ begin
   if p_limit is not null and p_limit < 0 then
     raise exception 'limit must not be negative' using errcode = 'VQ400';
   end if;
-  -- The cap check needs a fresh snapshot after the lock: only READ COMMITTED gives one.
+  -- The per-user count needs a fresh snapshot after its lock: only READ COMMITTED gives one.
   if current_setting('transaction_isolation') <> 'read committed' then
     raise exception 'claim_jobs must run in a READ COMMITTED transaction' using errcode = '25000';
   end if;
 
-  perform pg_catalog.pg_advisory_xact_lock(private.claim_lock_key());
+  -- Shared: claims never wait for each other here; a pause (exclusive) waits for the claims in flight.
+  perform pg_catalog.pg_advisory_xact_lock_shared(private.claim_lock_key());
 
   select * into v_cfg from public.job_queue_config limit 1;
   perform private.expire_queued_jobs(p_now);
   if v_cfg.paused then return v_claims; end if;  -- a paused queue starts nothing; running jobs finish
   select q.effective into v_effective from private.queue_capacity(p_now) q;
+  -- The room as committed now; the slots, not this count, decide (concurrent claims hold slots unseen here).
   select count(*) into v_processing from public.jobs j where j.status = 'processing';
   v_room := greatest(v_effective - v_processing, 0);
   if p_limit is not null then v_room := least(v_room, p_limit); end if;
   if v_room = 0 then return v_claims; end if;
 
   -- Per renderer with a usable endpoint and room under its cap, per priority: its first jobs in claim order
-  -- (one partial-index scan each, skipping users at max_processing_per_user); merged, the first v_room win.
-  for v_id in
+  -- (one partial-index scan each, skipping users at max_processing_per_user); merged, in claim order.
+  for v_id, v_renderer_cap in
     with caps as (
       select rc.renderer, rc.max_concurrent,
              (select count(*) from public.jobs j where j.status = 'processing' and j.renderer = rc.renderer) as busy
@@ -1147,12 +1293,14 @@ begin
                         and (e.unhealthy_until is null or e.unhealthy_until <= p_now))
     ),
     room as (
-      select caps.renderer, least(v_room, greatest(coalesce(caps.max_concurrent - caps.busy, v_room), 0))::integer as n
+      select caps.renderer, caps.max_concurrent,
+             least(v_room, greatest(coalesce(caps.max_concurrent - caps.busy, v_room), 0))::integer + c_spare as n
         from caps
+       where coalesce(caps.max_concurrent - caps.busy, 1) > 0
     )
-    select c.id from room
+    select c.id, c.max_concurrent from room
       cross join lateral (
-        select x.* from (values (0::smallint), (1::smallint), (2::smallint)) pr(rank)
+        select x.*, room.max_concurrent from (values (0::smallint), (1::smallint), (2::smallint)) pr(rank)
           cross join lateral (
             select j.id, j.priority_rank, j.created_at, j.created_at - v_offsets[pr.rank + 1] as claim_key
               from public.jobs j
@@ -1166,15 +1314,31 @@ begin
          order by x.claim_key, x.priority_rank, x.created_at, x.id
          limit room.n) c
      order by c.claim_key, c.priority_rank, c.created_at, c.id
-     limit v_room
+     limit v_room + c_spare
   loop
-    -- A row locked by a concurrent cancel is skipped (it is claimed next pass if still queued).
+    exit when jsonb_array_length(v_claims) >= v_room;
+    -- A job another claim (or a cancel) holds is skipped: it is that transaction's.
     select * into v_job from public.jobs j where j.id = v_id and j.status = 'queued' for update skip locked;
-    continue when not found;
-    -- Its user may have reached the cap with this pass's earlier claims: it waits (a later pass fills the slot).
-    continue when v_cfg.max_processing_per_user is not null and v_job.user_id is not null
-      and (select count(*) from public.jobs u where u.user_id = v_job.user_id and u.status = 'processing')
-          >= v_cfg.max_processing_per_user;
+    continue when not found or v_job.renderer = any(v_full);
+
+    -- Its user's cap: counted under the user's lock (fresh after it); a user being claimed elsewhere waits.
+    if v_cfg.max_processing_per_user is not null and v_job.user_id is not null then
+      continue when not pg_catalog.pg_try_advisory_xact_lock(private.user_claim_key(v_job.user_id));
+      continue when (select count(*) from public.jobs u where u.user_id = v_job.user_id and u.status = 'processing')
+                    >= v_cfg.max_processing_per_user;
+    end if;
+
+    -- Its renderer's slot, then a global slot (none left: nothing more starts in this call).
+    if v_renderer_cap is not null then
+      if not private.take_capacity_slot('renderer:' || v_job.renderer, v_renderer_cap, v_job.id) then
+        v_full := v_full || v_job.renderer;
+        continue;
+      end if;
+    end if;
+    if not private.take_capacity_slot('global', v_effective, v_job.id) then
+      perform private.release_capacity_slots(v_job.id);
+      exit;
+    end if;
 
     -- Least-loaded usable endpoint of the renderer (load counts this claim's earlier picks too).
     select e.id, e.url into v_endpoint_id, v_endpoint_url
@@ -1650,6 +1814,7 @@ begin
   if p_paused is null then
     raise exception 'paused must be true or false' using errcode = 'VQ400';
   end if;
+  perform pg_catalog.pg_advisory_xact_lock(private.claim_lock_key());
   if p_renderer is null then
     update public.job_queue_config c set paused = p_paused where c.id = (select c2.id from public.job_queue_config c2 limit 1);
   else
@@ -1661,6 +1826,24 @@ begin
   end if;
   return public.get_queue_stats(p_now);
 end $$;
+
+--
+-- Name: capacity_slots; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.capacity_slots (
+    scope text NOT NULL,
+    slot integer NOT NULL,
+    job_id uuid,
+    CONSTRAINT capacity_slots_scope_check CHECK (((scope = 'global'::text) OR (scope ~ '^renderer:[a-z][a-z0-9_]*$'::text))),
+    CONSTRAINT capacity_slots_slot_check CHECK ((slot >= 0))
+);
+
+--
+-- Name: TABLE capacity_slots; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.capacity_slots IS 'Capacity as rows: a processing job holds one global slot and, when its renderer is capped, one slot of it. Slots below the scope''s cap count; rows are never removed (a lowered cap just counts fewer).';
 
 --
 -- Name: job_attempts; Type: TABLE; Schema: public; Owner: -
@@ -1688,7 +1871,7 @@ CREATE TABLE public.job_attempts (
 -- Name: TABLE job_attempts; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON TABLE public.job_attempts IS 'One row per claim of a job. token_hash = sha256(callback token) hex; the token itself is never stored. claim_jobs serializes on pg_advisory_xact_lock(private.claim_lock_key()) before counting and claiming.';
+COMMENT ON TABLE public.job_attempts IS 'One row per claim of a job. token_hash = sha256(callback token) hex; the token itself is never stored. Capacity is held in private.capacity_slots; claims take pg_advisory_xact_lock_shared(private.claim_lock_key()).';
 
 --
 -- Name: job_queue_config; Type: TABLE; Schema: public; Owner: -
@@ -1819,13 +2002,37 @@ CREATE TABLE public.peak_windows (
 COMMENT ON TABLE public.peak_windows IS 'Peak windows in addition to job_queue_config.peak_hour_start/end, local time in job_queue_config.peak_time_zone; starts_at > ends_at crosses midnight.';
 
 --
--- Name: queue_counters; Type: TABLE; Schema: public; Owner: -
+-- Name: queue_counter_shards; Type: TABLE; Schema: public; Owner: -
 --
 
-CREATE TABLE public.queue_counters (
+CREATE TABLE public.queue_counter_shards (
     name text NOT NULL,
-    value double precision DEFAULT 0 NOT NULL
+    shard smallint NOT NULL,
+    value double precision DEFAULT 0 NOT NULL,
+    CONSTRAINT queue_counter_shards_shard_check CHECK (((shard >= 0) AND (shard <= 15)))
 );
+
+--
+-- Name: TABLE queue_counter_shards; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.queue_counter_shards IS 'Monotonic counters, 16 shards per name so that concurrent claims and outcomes never queue on one row. Read them summed: public.queue_counters.';
+
+--
+-- Name: queue_counters; Type: VIEW; Schema: public; Owner: -
+--
+
+CREATE VIEW public.queue_counters WITH (security_invoker='true') AS
+ SELECT s.name,
+    sum(s.value) AS value
+   FROM public.queue_counter_shards s
+  GROUP BY s.name;
+
+--
+-- Name: VIEW queue_counters; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON VIEW public.queue_counters IS 'Monotonic totals (Prometheus counters), summed over their shards.';
 
 --
 -- Name: queue_depth_slots; Type: TABLE; Schema: public; Owner: -
@@ -1874,6 +2081,13 @@ CREATE TABLE public.renderers (
 COMMENT ON COLUMN public.renderers.paused IS 'This renderer starts nothing new while true (POST /status/pause {"renderer"}); running jobs finish.';
 
 --
+-- Name: capacity_slots capacity_slots_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.capacity_slots
+    ADD CONSTRAINT capacity_slots_pkey PRIMARY KEY (scope, slot);
+
+--
 -- Name: job_attempts job_attempts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1909,11 +2123,11 @@ ALTER TABLE ONLY public.peak_windows
     ADD CONSTRAINT peak_windows_pkey PRIMARY KEY (id);
 
 --
--- Name: queue_counters queue_counters_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+-- Name: queue_counter_shards queue_counter_shards_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
-ALTER TABLE ONLY public.queue_counters
-    ADD CONSTRAINT queue_counters_pkey PRIMARY KEY (name);
+ALTER TABLE ONLY public.queue_counter_shards
+    ADD CONSTRAINT queue_counter_shards_pkey PRIMARY KEY (name, shard);
 
 --
 -- Name: queue_depth_slots queue_depth_slots_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1942,6 +2156,12 @@ ALTER TABLE ONLY public.render_endpoints
 
 ALTER TABLE ONLY public.renderers
     ADD CONSTRAINT renderers_pkey PRIMARY KEY (name);
+
+--
+-- Name: capacity_slots_held; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE UNIQUE INDEX capacity_slots_held ON private.capacity_slots USING btree (job_id, scope) WHERE (job_id IS NOT NULL);
 
 --
 -- Name: job_attempts_token_hash; Type: INDEX; Schema: public; Owner: -
@@ -2040,6 +2260,36 @@ CREATE TRIGGER _100_fill_defaults BEFORE INSERT ON public.jobs FOR EACH ROW EXEC
 CREATE TRIGGER _200_complete_status BEFORE UPDATE OF status ON public.jobs FOR EACH ROW EXECUTE FUNCTION private.jobs__complete_status();
 
 --
+-- Name: jobs _300_release_slots; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _300_release_slots AFTER UPDATE OF status ON public.jobs FOR EACH ROW WHEN (((old.status = 'processing'::text) AND (new.status <> 'processing'::text))) EXECUTE FUNCTION private.jobs__release_slots();
+
+--
+-- Name: jobs _300_release_slots_delete; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _300_release_slots_delete AFTER DELETE ON public.jobs FOR EACH ROW WHEN ((old.status = 'processing'::text)) EXECUTE FUNCTION private.jobs__release_slots();
+
+--
+-- Name: jobs _300_release_slots_truncate; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _300_release_slots_truncate AFTER TRUNCATE ON public.jobs FOR EACH STATEMENT EXECUTE FUNCTION private.jobs__release_all_slots();
+
+--
+-- Name: job_queue_config _400_ensure_capacity_slots; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _400_ensure_capacity_slots AFTER INSERT OR UPDATE ON public.job_queue_config FOR EACH STATEMENT EXECUTE FUNCTION private.capacity_slots__ensure();
+
+--
+-- Name: renderers _400_ensure_capacity_slots; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _400_ensure_capacity_slots AFTER INSERT OR UPDATE ON public.renderers FOR EACH STATEMENT EXECUTE FUNCTION private.capacity_slots__ensure();
+
+--
 -- Name: jobs _500_count_queued_delete; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -2132,6 +2382,12 @@ ALTER TABLE ONLY public.render_endpoints
     ADD CONSTRAINT render_endpoints_renderer_fkey FOREIGN KEY (renderer) REFERENCES public.renderers(name);
 
 --
+-- Name: capacity_slots; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.capacity_slots ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: job_attempts; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
@@ -2162,10 +2418,10 @@ ALTER TABLE public.jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.peak_windows ENABLE ROW LEVEL SECURITY;
 
 --
--- Name: queue_counters; Type: ROW SECURITY; Schema: public; Owner: -
+-- Name: queue_counter_shards; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
-ALTER TABLE public.queue_counters ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.queue_counter_shards ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: queue_depth_slots; Type: ROW SECURITY; Schema: public; Owner: -
@@ -2207,6 +2463,12 @@ GRANT USAGE ON SCHEMA queue TO service_role;
 REVOKE ALL ON FUNCTION private.attempt_lease(p_started_at timestamp with time zone, p_now timestamp with time zone) FROM PUBLIC;
 
 --
+-- Name: FUNCTION capacity_slots__ensure(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.capacity_slots__ensure() FROM PUBLIC;
+
+--
 -- Name: FUNCTION claim_lock_key(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -2229,6 +2491,12 @@ GRANT ALL ON TABLE public.jobs TO service_role;
 --
 
 REVOKE ALL ON FUNCTION private.close_attempt(p_job public.jobs, p_outcome text, p_error text, p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION ensure_capacity_slots(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.ensure_capacity_slots() FROM PUBLIC;
 
 --
 -- Name: FUNCTION expire_queued_jobs(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
@@ -2298,6 +2566,18 @@ REVOKE ALL ON FUNCTION private.job_wait_reason(p_job public.jobs, p_now timestam
 
 REVOKE ALL ON FUNCTION private.jobs__complete_status() FROM PUBLIC;
 GRANT ALL ON FUNCTION private.jobs__complete_status() TO service_role;
+
+--
+-- Name: FUNCTION jobs__release_all_slots(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs__release_all_slots() FROM PUBLIC;
+
+--
+-- Name: FUNCTION jobs__release_slots(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs__release_slots() FROM PUBLIC;
 
 --
 -- Name: FUNCTION jobs_before_insert(); Type: ACL; Schema: private; Owner: -
@@ -2384,6 +2664,12 @@ REVOKE ALL ON FUNCTION private.queue_depth_add(p_rank smallint, p_delta bigint) 
 REVOKE ALL ON FUNCTION private.queue_is_peak(p_now timestamp with time zone) FROM PUBLIC;
 
 --
+-- Name: FUNCTION release_capacity_slots(p_job_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.release_capacity_slots(p_job_id uuid) FROM PUBLIC;
+
+--
 -- Name: FUNCTION render_seconds(p_renderer text, p_job_type text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
@@ -2412,6 +2698,18 @@ REVOKE ALL ON FUNCTION private.renderer_has_history(p_renderer text, p_now times
 --
 
 REVOKE ALL ON FUNCTION private.set_job_state(p_job public.jobs, p_status text, p_now timestamp with time zone, p_outcome text, p_error text, p_result jsonb, p_run_at timestamp with time zone, p_retry_count integer, p_cancel_reason text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION take_capacity_slot(p_scope text, p_cap integer, p_job_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.take_capacity_slot(p_scope text, p_cap integer, p_job_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION user_claim_key(p_user_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.user_claim_key(p_user_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION get_queue_stats(p_now timestamp with time zone); Type: ACL; Schema: public; Owner: -
@@ -2563,6 +2861,12 @@ GRANT ALL ON TABLE public.job_types TO service_role;
 --
 
 GRANT ALL ON TABLE public.peak_windows TO service_role;
+
+--
+-- Name: TABLE queue_counter_shards; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON TABLE public.queue_counter_shards TO service_role;
 
 --
 -- Name: TABLE queue_counters; Type: ACL; Schema: public; Owner: -
