@@ -180,7 +180,7 @@ Deno.test({
         try {
           while (!finished && !stopChanging) {
             await sql.begin(async (tx) => {
-              // The lock claim_jobs takes: a claim never sees caps change between its own read and the audit's.
+              // Exclusive: claims hold it shared, so a claim never sees caps change between its own read and the audit's.
               await tx`select pg_advisory_xact_lock(private.claim_lock_key())`;
               const peak = rand() < 0.5;
               // A window around the current local time (peak) or far from it (off-peak); may cross midnight.
