@@ -336,26 +336,56 @@ begin
   return public.get_queue_stats(p_now);
 end $$;
 
--- Counters: 16 shards per name; public.queue_counters stays what readers (get_queue_metrics, operators) use.
-create table public.queue_counter_shards (
+-- Counters: 16 shards per name, internal now (only get_queue_metrics reads them, as an admin's call).
+create table private.queue_counter_shards (
   name text not null,
   shard smallint not null check (shard between 0 and 15),
   value double precision not null default 0,
   primary key (name, shard)
 );
-comment on table public.queue_counter_shards is
+comment on table private.queue_counter_shards is
   'Monotonic counters, 16 shards per name so that concurrent claims and outcomes never queue on one row. '
-  'Read them summed: public.queue_counters.';
-alter table public.queue_counter_shards enable row level security;
-insert into public.queue_counter_shards (name, shard, value)
+  'Read them summed: private.queue_counters.';
+alter table private.queue_counter_shards enable row level security;
+insert into private.queue_counter_shards (name, shard, value)
 select c.name, s, case when s = 0 then c.value else 0 end
   from public.queue_counters c, generate_series(0, 15) s;
 drop table public.queue_counters;
-create view public.queue_counters with (security_invoker = true) as
-  select s.name, sum(s.value) as value from public.queue_counter_shards s group by s.name;
-comment on view public.queue_counters is 'Monotonic totals (Prometheus counters), summed over their shards.';
-revoke all on table public.queue_counter_shards, public.queue_counters from public, anon, authenticated;
-grant select on table public.queue_counter_shards, public.queue_counters to service_role;
+create view private.queue_counters as
+  select s.name, sum(s.value) as value from private.queue_counter_shards s group by s.name;
+comment on view private.queue_counters is 'Monotonic totals (Prometheus counters), summed over their shards.';
+
+create or replace function queue.get_queue_metrics(p_now timestamptz default now()) returns jsonb
+language plpgsql stable security definer set search_path = '' set jit = off as $$
+-- What /status/metrics renders: gauges, monotonic counters, last-hour quantiles. Admins (as get_queue_stats).
+declare
+  v_stats jsonb;
+  v_counters jsonb;
+  v_q record;
+begin
+  if not private.is_queue_admin() then
+    raise exception 'only an admin may read queue metrics' using errcode = 'VQ403';
+  end if;
+  v_stats := public.get_queue_stats(p_now);
+  select jsonb_object_agg(c.name, c.value) into v_counters from private.queue_counters c;
+  select percentile_cont(array[0.5, 0.9, 0.99]) within group (order by extract(epoch from (j.started_at - j.created_at))) as wait_q,
+         percentile_cont(array[0.5, 0.9, 0.99]) within group (order by extract(epoch from (j.completed_at - j.started_at))) as proc_q
+    into v_q
+    from public.jobs j
+   where j.completed_at > p_now - interval '1 hour' and j.completed_at <= p_now and j.status = 'completed';
+  return jsonb_build_object(
+    'queued_by_priority', (select jsonb_object_agg(k, v -> 'queued') from jsonb_each(v_stats -> 'by_priority') e(k, v)),
+    'processing_by_renderer', (select jsonb_object_agg(k, v -> 'processing') from jsonb_each(v_stats -> 'by_renderer') e(k, v)),
+    'renderer_limit', (select jsonb_object_agg(k, v -> 'limit') from jsonb_each(v_stats -> 'by_renderer') e(k, v)),
+    'capacity', v_stats -> 'capacity',
+    'oldest_queued_seconds', v_stats -> 'oldest_queued_seconds',
+    -- Monotonic since the database was created (Prometheus counters / summary _sum and _count).
+    'counters', v_counters,
+    -- Quantiles over jobs completed in the last hour (null when none).
+    'wait_seconds_quantiles', jsonb_build_object('0.5', v_q.wait_q[1], '0.9', v_q.wait_q[2], '0.99', v_q.wait_q[3]),
+    'processing_seconds_quantiles', jsonb_build_object('0.5', v_q.proc_q[1], '0.9', v_q.proc_q[2], '0.99', v_q.proc_q[3]),
+    'generated_at', p_now);
+end $$;
 
 create or replace function private.queue_counter_add(p_name text, p_delta double precision default 1) returns void
 language plpgsql security definer set search_path = '' as $$
@@ -364,10 +394,10 @@ declare
   v_shard smallint;
 begin
   if p_delta = 0 then return; end if;
-  select s.shard into v_shard from public.queue_counter_shards s
+  select s.shard into v_shard from private.queue_counter_shards s
    where s.name = p_name
    order by (s.shard + pg_catalog.pg_backend_pid()) % 16
    limit 1 for update skip locked;
-  update public.queue_counter_shards s set value = s.value + p_delta
+  update private.queue_counter_shards s set value = s.value + p_delta
    where s.name = p_name and s.shard = coalesce(v_shard, pg_catalog.pg_backend_pid() % 16);
 end $$;
