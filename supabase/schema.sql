@@ -887,11 +887,11 @@ declare
   v_shard smallint;
 begin
   if p_delta = 0 then return; end if;
-  select s.shard into v_shard from public.queue_counter_shards s
+  select s.shard into v_shard from private.queue_counter_shards s
    where s.name = p_name
    order by (s.shard + pg_catalog.pg_backend_pid()) % 16
    limit 1 for update skip locked;
-  update public.queue_counter_shards s set value = s.value + p_delta
+  update private.queue_counter_shards s set value = s.value + p_delta
    where s.name = p_name and s.shard = coalesce(v_shard, pg_catalog.pg_backend_pid() % 16);
 end $$;
 
@@ -1579,7 +1579,7 @@ begin
     raise exception 'only an admin may read queue metrics' using errcode = 'VQ403';
   end if;
   v_stats := public.get_queue_stats(p_now);
-  select jsonb_object_agg(c.name, c.value) into v_counters from public.queue_counters c;
+  select jsonb_object_agg(c.name, c.value) into v_counters from private.queue_counters c;
   select percentile_cont(array[0.5, 0.9, 0.99]) within group (order by extract(epoch from (j.started_at - j.created_at))) as wait_q,
          percentile_cont(array[0.5, 0.9, 0.99]) within group (order by extract(epoch from (j.completed_at - j.started_at))) as proc_q
     into v_q
@@ -1846,6 +1846,39 @@ CREATE TABLE private.capacity_slots (
 COMMENT ON TABLE private.capacity_slots IS 'Capacity as rows: a processing job holds one global slot and, when its renderer is capped, one slot of it. Slots below the scope''s cap count; rows are never removed (a lowered cap just counts fewer).';
 
 --
+-- Name: queue_counter_shards; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.queue_counter_shards (
+    name text NOT NULL,
+    shard smallint NOT NULL,
+    value double precision DEFAULT 0 NOT NULL,
+    CONSTRAINT queue_counter_shards_shard_check CHECK (((shard >= 0) AND (shard <= 15)))
+);
+
+--
+-- Name: TABLE queue_counter_shards; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.queue_counter_shards IS 'Monotonic counters, 16 shards per name so that concurrent claims and outcomes never queue on one row. Read them summed: private.queue_counters.';
+
+--
+-- Name: queue_counters; Type: VIEW; Schema: private; Owner: -
+--
+
+CREATE VIEW private.queue_counters AS
+ SELECT s.name,
+    sum(s.value) AS value
+   FROM private.queue_counter_shards s
+  GROUP BY s.name;
+
+--
+-- Name: VIEW queue_counters; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON VIEW private.queue_counters IS 'Monotonic totals (Prometheus counters), summed over their shards.';
+
+--
 -- Name: job_attempts; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -2002,39 +2035,6 @@ CREATE TABLE public.peak_windows (
 COMMENT ON TABLE public.peak_windows IS 'Peak windows in addition to job_queue_config.peak_hour_start/end, local time in job_queue_config.peak_time_zone; starts_at > ends_at crosses midnight.';
 
 --
--- Name: queue_counter_shards; Type: TABLE; Schema: public; Owner: -
---
-
-CREATE TABLE public.queue_counter_shards (
-    name text NOT NULL,
-    shard smallint NOT NULL,
-    value double precision DEFAULT 0 NOT NULL,
-    CONSTRAINT queue_counter_shards_shard_check CHECK (((shard >= 0) AND (shard <= 15)))
-);
-
---
--- Name: TABLE queue_counter_shards; Type: COMMENT; Schema: public; Owner: -
---
-
-COMMENT ON TABLE public.queue_counter_shards IS 'Monotonic counters, 16 shards per name so that concurrent claims and outcomes never queue on one row. Read them summed: public.queue_counters.';
-
---
--- Name: queue_counters; Type: VIEW; Schema: public; Owner: -
---
-
-CREATE VIEW public.queue_counters WITH (security_invoker='true') AS
- SELECT s.name,
-    sum(s.value) AS value
-   FROM public.queue_counter_shards s
-  GROUP BY s.name;
-
---
--- Name: VIEW queue_counters; Type: COMMENT; Schema: public; Owner: -
---
-
-COMMENT ON VIEW public.queue_counters IS 'Monotonic totals (Prometheus counters), summed over their shards.';
-
---
 -- Name: queue_depth_slots; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -2088,6 +2088,13 @@ ALTER TABLE ONLY private.capacity_slots
     ADD CONSTRAINT capacity_slots_pkey PRIMARY KEY (scope, slot);
 
 --
+-- Name: queue_counter_shards queue_counter_shards_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.queue_counter_shards
+    ADD CONSTRAINT queue_counter_shards_pkey PRIMARY KEY (name, shard);
+
+--
 -- Name: job_attempts job_attempts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -2121,13 +2128,6 @@ ALTER TABLE ONLY public.jobs
 
 ALTER TABLE ONLY public.peak_windows
     ADD CONSTRAINT peak_windows_pkey PRIMARY KEY (id);
-
---
--- Name: queue_counter_shards queue_counter_shards_pkey; Type: CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.queue_counter_shards
-    ADD CONSTRAINT queue_counter_shards_pkey PRIMARY KEY (name, shard);
 
 --
 -- Name: queue_depth_slots queue_depth_slots_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -2388,6 +2388,12 @@ ALTER TABLE ONLY public.render_endpoints
 ALTER TABLE private.capacity_slots ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: queue_counter_shards; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.queue_counter_shards ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: job_attempts; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
@@ -2416,12 +2422,6 @@ ALTER TABLE public.jobs ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE public.peak_windows ENABLE ROW LEVEL SECURITY;
-
---
--- Name: queue_counter_shards; Type: ROW SECURITY; Schema: public; Owner: -
---
-
-ALTER TABLE public.queue_counter_shards ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: queue_depth_slots; Type: ROW SECURITY; Schema: public; Owner: -
@@ -2861,18 +2861,6 @@ GRANT ALL ON TABLE public.job_types TO service_role;
 --
 
 GRANT ALL ON TABLE public.peak_windows TO service_role;
-
---
--- Name: TABLE queue_counter_shards; Type: ACL; Schema: public; Owner: -
---
-
-GRANT ALL ON TABLE public.queue_counter_shards TO service_role;
-
---
--- Name: TABLE queue_counters; Type: ACL; Schema: public; Owner: -
---
-
-GRANT ALL ON TABLE public.queue_counters TO service_role;
 
 --
 -- Name: TABLE queue_depth_slots; Type: ACL; Schema: public; Owner: -
