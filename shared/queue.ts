@@ -245,7 +245,11 @@ export type WebhookDeliveryState = {
 };
 
 /** Claims due deliveries (SKIP LOCKED), each leased for `leaseSeconds`; `now` is the tests' clock. */
-export function claimWebhookDeliveries(limit: number, leaseSeconds: number, now?: Date): Promise<WebhookDelivery[]> {
+export function claimWebhookDeliveries(
+  limit: number,
+  leaseSeconds: number,
+  now?: Date,
+): Promise<WebhookDelivery[]> {
   return asCaller(
     SERVICE,
     (tx) =>
@@ -265,6 +269,8 @@ export function recordWebhookAttempt(
     (tx) =>
       tx`select queue.record_webhook_attempt(p_delivery_id => ${delivery.id}::bigint,
          p_attempt => ${delivery.attempt}::int, p_status => ${answer.status}::int, p_error => ${answer.error},
-         p_duration_ms => ${answer.durationMs}::int, p_now => coalesce(${now ?? null}::timestamptz, now())) as result`,
+         p_duration_ms => ${answer.durationMs}::int, p_now => coalesce(${
+        now ?? null
+      }::timestamptz, now())) as result`,
   );
 }

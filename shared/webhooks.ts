@@ -28,7 +28,9 @@ export type DeliveryOptions = {
 type AttemptAnswer = { status: number | null; error: string | null; durationMs: number };
 
 /** Sends every due delivery (a round of claims at a time, within the budget); answers how many went out. */
-export async function deliverDueWebhooks(options: DeliveryOptions = {}): Promise<{ delivered: number; failed: number }> {
+export async function deliverDueWebhooks(
+  options: DeliveryOptions = {},
+): Promise<{ delivered: number; failed: number }> {
   const { now, timeoutMs = WEBHOOK_TIMEOUT_MS, budgetMs = WEBHOOK_BUDGET_MS } = options;
   // The lease outlasts any attempt, so no other worker sends the same delivery while this one is at it.
   const leaseSeconds = Math.ceil(timeoutMs / 1000) + 30;
@@ -72,9 +74,16 @@ export function deliverWebhooksInBackground(): void {
 }
 
 /** The Standard Webhooks signature: `v1,` + base64 HMAC-SHA256 of `<id>.<timestamp>.<body>` under the secret. */
-export async function signWebhook(secret: string, messageId: string, timestamp: number, body: string): Promise<string> {
+export async function signWebhook(
+  secret: string,
+  messageId: string,
+  timestamp: number,
+  body: string,
+): Promise<string> {
   const keyBytes = Uint8Array.from(atob(secret.replace(/^whsec_/, "")), (c) => c.charCodeAt(0));
-  const key = await crypto.subtle.importKey("raw", keyBytes, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const key = await crypto.subtle.importKey("raw", keyBytes, { name: "HMAC", hash: "SHA-256" }, false, [
+    "sign",
+  ]);
   const mac = new Uint8Array(
     await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`${messageId}.${timestamp}.${body}`)),
   );
@@ -88,8 +97,14 @@ export async function signWebhook(secret: string, messageId: string, timestamp: 
  */
 async function sendWebhook(delivery: WebhookDelivery, timeoutMs: number): Promise<AttemptAnswer> {
   const start = performance.now();
-  const answer = (status: number | null, error: string | null) => ({ status, error, durationMs: since(start) });
-  if (!delivery.secret) return answer(null, "the endpoint's signing secret is missing from Vault; nothing sent");
+  const answer = (status: number | null, error: string | null) => ({
+    status,
+    error,
+    durationMs: since(start),
+  });
+  if (!delivery.secret) {
+    return answer(null, "the endpoint's signing secret is missing from Vault; nothing sent");
+  }
   const timestamp = Math.floor(Date.now() / 1000);
   let res: Response;
   try {
@@ -100,7 +115,9 @@ async function sendWebhook(delivery: WebhookDelivery, timeoutMs: number): Promis
     });
     await res.body?.cancel();
   } catch (err) {
-    if ((err as Error)?.name === "TimeoutError") return answer(null, `receiver gave no answer within ${timeoutMs} ms`);
+    if ((err as Error)?.name === "TimeoutError") {
+      return answer(null, `receiver gave no answer within ${timeoutMs} ms`);
+    }
     return answer(null, `receiver unreachable: ${String((err as Error)?.message ?? err).slice(0, 200)}`);
   }
   if (res.status >= 200 && res.status < 300) return answer(res.status, null);

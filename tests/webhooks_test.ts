@@ -56,7 +56,8 @@ async function receiver(answer: Answer, register = true) {
 /** An answer that waits until released; `using` it after the receiver releases it before the receiver closes. */
 function hanging() {
   const waiting: (() => void)[] = [];
-  const answer: Answer = () => new Promise<Response>((resolve) => waiting.push(() => resolve(new Response("ok"))));
+  const answer: Answer = () =>
+    new Promise<Response>((resolve) => waiting.push(() => resolve(new Response("ok"))));
   const release = () => waiting.splice(0).forEach((answer) => answer());
   return { answer, release, [Symbol.dispose]: release };
 }
@@ -119,7 +120,9 @@ test("a render completes: its webhook fails twice, then is delivered once, signe
 test("a receiver that redirects: never followed, recorded as a failed attempt and retried", async () => {
   await resetData();
   await using target = await receiver(() => new Response("stolen"), false);
-  await using hook = await receiver(() => new Response(null, { status: 307, headers: { location: target.url } }));
+  await using hook = await receiver(() =>
+    new Response(null, { status: 307, headers: { location: target.url } })
+  );
   const jobId = await endedJob();
 
   assert.deepEqual(await deliverDueWebhooks(), { delivered: 0, failed: 1 });
@@ -156,17 +159,24 @@ test("a receiver that hangs never holds up the queue: worker passes claim and di
   await db`insert into render_endpoints (renderer, url) values ('orchestrator', ${render.url})`;
   const ended = await endedJob();
   const pass = () =>
-    fetch(fnUrl("video-queue-worker"), { method: "POST", headers: { apikey: env.SECRET_KEY } }).then((r) => r.json());
+    fetch(fnUrl("video-queue-worker"), { method: "POST", headers: { apikey: env.SECRET_KEY } }).then((r) =>
+      r.json()
+    );
 
   const [{ id: first }] = await db`insert into jobs (job_type, status, payload)
                                     values ('doubt', 'queued', '{"question": "one"}') returning id`;
   const summary = await pass();
   assert.equal(summary.dispatched, 1, "the pass dispatched its job");
   await hook.until("the webhook reaches the receiver", () => hook.requests.length === 1);
-  const inFlight = async () => // attempt 1 started, and no answer (nor time-out) recorded yet
+  const inFlight = async () =>
+    // attempt 1 started, and no answer (nor time-out) recorded yet
     (await db`select a.finished_at is null as open from webhook_delivery_attempts a
-                join webhook_deliveries d on d.id = a.delivery_id where d.job_id = ${ended}`)[0]?.open === true;
-  assert.ok(await inFlight(), "the pass answered while its webhook attempt was still waiting for the receiver");
+                join webhook_deliveries d on d.id = a.delivery_id where d.job_id = ${ended}`)[0]?.open ===
+      true;
+  assert.ok(
+    await inFlight(),
+    "the pass answered while its webhook attempt was still waiting for the receiver",
+  );
 
   const [{ id: second }] = await db`insert into jobs (job_type, status, payload)
                                      values ('doubt', 'queued', '{"question": "two"}') returning id`;
@@ -175,7 +185,10 @@ test("a receiver that hangs never holds up the queue: worker passes claim and di
   assert.ok(await inFlight(), "and that attempt is still waiting");
 
   hang.release();
-  await eventually("the webhook is delivered once released", async () => (await deliveryOf(ended)).delivered_at !== null);
+  await eventually(
+    "the webhook is delivered once released",
+    async () => (await deliveryOf(ended)).delivered_at !== null,
+  );
   assert.deepEqual((await deliveryOf(ended)).statuses, [200], "by that first attempt");
 });
 
