@@ -32,8 +32,9 @@ export async function deliverDueWebhooks(
   options: DeliveryOptions = {},
 ): Promise<{ delivered: number; failed: number }> {
   const { now, timeoutMs = WEBHOOK_TIMEOUT_MS, budgetMs = WEBHOOK_BUDGET_MS } = options;
-  // The lease outlasts any attempt, so no other worker sends the same delivery while this one is at it.
-  const leaseSeconds = Math.ceil(timeoutMs / 1000) + 30;
+  // The lease outlasts a round (each lane sends its share of the batch one after another, each within the
+  // time-out), so no other worker sends the same delivery while this one still holds it.
+  const leaseSeconds = Math.ceil(timeoutMs / 1000) * Math.ceil(WEBHOOK_BATCH / WEBHOOK_CONCURRENCY) + 30;
   const start = performance.now();
   const counts = { delivered: 0, failed: 0 };
   while (performance.now() - start < budgetMs) {
