@@ -47,13 +47,7 @@ export async function dispatchToRenderer(
   let res: Response;
   let text: string | undefined;
   try {
-    res = await fetch(claim.endpoint.url, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(dispatchBody(claim)),
-      redirect: "manual",
-      signal: AbortSignal.timeout(timeoutMs),
-    });
+    res = await postJson(claim.endpoint.url, JSON.stringify(dispatchBody(claim)), timeoutMs);
     if (res.status === 202) {
       await res.body?.cancel();
       return { kind: "accepted" };
@@ -98,14 +92,29 @@ export async function dispatchToRenderer(
 
 /** Tells a render service that an attempt was cancelled: `POST <endpoint>/cancel`, best effort. */
 export async function notifyRenderCancel(endpointUrl: string, jobId: string, attempt: number): Promise<void> {
-  const res = await fetch(`${endpointUrl.replace(/\/+$/, "")}/cancel`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ job_id: jobId, attempt } satisfies CancelNotice),
-    redirect: "manual",
-    signal: AbortSignal.timeout(CANCEL_NOTICE_TIMEOUT_MS),
-  });
+  const notice = JSON.stringify({ job_id: jobId, attempt } satisfies CancelNotice);
+  const res = await postJson(`${endpointUrl.replace(/\/+$/, "")}/cancel`, notice, CANCEL_NOTICE_TIMEOUT_MS);
   await res.body?.cancel();
+}
+
+/**
+ * POSTs a JSON body to a service the operator registered (render service, webhook receiver): a redirect is
+ * never followed but comes back as the answer (only the registered URL may receive what the body carries),
+ * and the request gives up after `timeoutMs` with a TimeoutError.
+ */
+export function postJson(
+  url: string,
+  body: string,
+  timeoutMs: number,
+  headers: Record<string, string> = {},
+): Promise<Response> {
+  return fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body,
+    redirect: "manual",
+    signal: AbortSignal.timeout(timeoutMs),
+  });
 }
 
 /** The answer's body as text, or undefined when it is longer than MAX_RENDER_ANSWER_BYTES. */

@@ -19,3 +19,10 @@ export * from "./queue.ts";
 export * from "./render_protocol.ts";
 export * from "./schemas.ts";
 export { applyRenderEvent, type PassSummary, workerPass } from "./worker_pass.ts";
+export {
+  deliverDueWebhooks,
+  deliverWebhooksInBackground,
+  type DeliveryOptions,
+  signWebhook,
+  WEBHOOK_TIMEOUT_MS,
+} from "./webhooks.ts";

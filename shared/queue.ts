@@ -217,3 +217,60 @@ export async function markEndpointUnhealthy(endpointId: string, cooldownSeconds?
                                                     p_cooldown_seconds => ${cooldownSeconds}::int) as result`,
   );
 }
+
+// Webhooks (the worker, service_role) ----------------------------------------------------------------------
+
+/** One due webhook delivery, leased to this worker for one attempt: what sending it needs. */
+export type WebhookDelivery = {
+  id: number;
+  attempt: number;
+  job_id: string;
+  event_type: "job.completed" | "job.failed" | "job.cancelled";
+  /** webhook-id: the same on every attempt. */
+  message_id: string;
+  url: string;
+  /** whsec_<base64> from Vault; null when the endpoint's secret is missing there. */
+  secret: string | null;
+  /** The exact bytes to send (and sign). */
+  body: string;
+};
+
+/** What record_webhook_attempt left: delivered, given up, or due again at next_attempt_at. */
+export type WebhookDeliveryState = {
+  id: number;
+  attempts: number;
+  delivered_at: string | null;
+  gave_up_at: string | null;
+  next_attempt_at: string | null;
+};
+
+/** Claims due deliveries (SKIP LOCKED), each leased for `leaseSeconds`; `now` is the tests' clock. */
+export function claimWebhookDeliveries(
+  limit: number,
+  leaseSeconds: number,
+  now?: Date,
+): Promise<WebhookDelivery[]> {
+  return asCaller(
+    SERVICE,
+    (tx) =>
+      tx`select queue.claim_webhook_deliveries(p_limit => ${limit}::int, p_lease_seconds => ${leaseSeconds}::int,
+         p_now => coalesce(${now ?? null}::timestamptz, now())) as result`,
+  );
+}
+
+/** Records one attempt's answer (status null: none); SQL decides delivered, retry with backoff, or given up. */
+export function recordWebhookAttempt(
+  delivery: Pick<WebhookDelivery, "id" | "attempt">,
+  answer: { status: number | null; error: string | null; durationMs: number },
+  now?: Date,
+): Promise<WebhookDeliveryState> {
+  return asCaller(
+    SERVICE,
+    (tx) =>
+      tx`select queue.record_webhook_attempt(p_delivery_id => ${delivery.id}::bigint,
+         p_attempt => ${delivery.attempt}::int, p_status => ${answer.status}::int, p_error => ${answer.error},
+         p_duration_ms => ${answer.durationMs}::int, p_now => coalesce(${
+        now ?? null
+      }::timestamptz, now())) as result`,
+  );
+}

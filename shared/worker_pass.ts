@@ -3,6 +3,7 @@
 // answer means (a DispatchOutcome); a callback applies a render service's report on one attempt. SQL fences
 // every write by attempt and decides every queue rule: this module only calls it and logs.
 import { kickWorker, runInBackground } from "./background.ts";
+import { mapConcurrently } from "./concurrency.ts";
 import { dispatchToRenderer } from "./dispatch.ts";
 import { log, type ScopedLog, scopedLog, since } from "./log.ts";
 import {
@@ -19,6 +20,7 @@ import {
   reportProgress,
 } from "./queue.ts";
 import type { Cooldown, DispatchOutcome, RenderEvent } from "./render_protocol.ts";
+import { deliverWebhooksInBackground } from "./webhooks.ts";
 
 /** Render services contacted at once; with the 10 s dispatch time-out this keeps a pass far inside 150 s. */
 const DISPATCH_CONCURRENCY = 8;
@@ -85,6 +87,9 @@ export async function workerPass(): Promise<PassSummary> {
     if (performance.now() - passStart > PASS_BUDGET_MS) return release(job);
     return dispatch(job);
   });
+
+  // Webhooks of finished jobs go out beside the queue: no receiver can delay this pass or the next claim.
+  deliverWebhooksInBackground();
 
   // Slots freed by this pass are filled by the next one at once, not at the next cron minute.
   if (recovered.length > 0 || settled.some((s) => s !== "dispatched")) kickWorker("slots_freed");
@@ -212,18 +217,4 @@ function logOutcome(job: Job, jobLog: ScopedLog): void {
     : "job_failed";
   const ranMs = job.started_at ? Date.now() - Date.parse(job.started_at) : undefined;
   jobLog(event, { duration_ms: ranMs, retry_count: job.retry_count, next_attempt_at: job.next_attempt_at });
-}
-
-/** Runs `fn` over `items` with at most `limit` at once, keeping the order of results. */
-async function mapConcurrently<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const lane = async () => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i]);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
-  return results;
 }

@@ -333,10 +333,14 @@ CREATE FUNCTION private.job_queue_config_validate() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
--- Trigger on job_queue_config: rejects an unknown peak_time_zone and keeps updated_at. Called by Postgres only.
+-- Trigger on job_queue_config: rejects an unknown peak_time_zone or daily_ca_time_zone and keeps updated_at. Called by Postgres only.
 begin
   if not exists (select 1 from pg_catalog.pg_timezone_names where name = new.peak_time_zone) then
     raise exception 'unknown peak_time_zone "%"', new.peak_time_zone
+      using errcode = '22023', hint = 'Use an IANA zone name such as Asia/Kolkata or UTC (see pg_timezone_names).';
+  end if;
+  if not exists (select 1 from pg_catalog.pg_timezone_names where name = new.daily_ca_time_zone) then
+    raise exception 'unknown daily_ca_time_zone "%"', new.daily_ca_time_zone
       using errcode = '22023', hint = 'Use an IANA zone name such as Asia/Kolkata or UTC (see pg_timezone_names).';
   end if;
   new.updated_at := now();
@@ -642,6 +646,32 @@ begin
 end $$;
 
 --
+-- Name: jobs__webhook_outbox(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs__webhook_outbox() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_event text := 'job.' || new.status;
+begin
+  -- Without receivers (the common case) this is one probe of a tiny table.
+  if not exists (select 1 from public.webhook_endpoints e where e.enabled) then
+    return null;
+  end if;
+  insert into public.webhook_deliveries (endpoint_id, job_id, event_type, message_id, payload, next_attempt_at,
+                                         created_at)
+  select e.id, new.id, v_event, m.id, m.payload, new.completed_at, new.completed_at
+    from (select 'msg_' || replace(pg_catalog.gen_random_uuid()::text, '-', '') as id,
+                 jsonb_build_object('type', v_event, 'timestamp', new.completed_at,
+                                    'data', private.job_to_json(new, new.completed_at)) as payload) m
+    cross join public.webhook_endpoints e
+   where e.enabled and (e.event_types is null or v_event = any (e.event_types));
+  return null;
+end $$;
+
+--
 -- Name: jobs_before_insert(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -797,6 +827,17 @@ begin
     using errcode = 'VQ409',
           hint = 'Stop this render: the job was cancelled, timed out, or handed to a newer attempt.';
 end $$;
+
+--
+-- Name: new_webhook_secret(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.new_webhook_secret() RETURNS text
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select 'whsec_' || pg_catalog.encode(extensions.gen_random_bytes(32), 'base64')
+$$;
 
 --
 -- Name: next_peak_boundary(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
@@ -1109,6 +1150,30 @@ CREATE FUNCTION private.user_claim_key(p_user_id uuid) RETURNS bigint
 $$;
 
 --
+-- Name: webhook_backoff(integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.webhook_backoff(p_attempt integer) RETURNS interval
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select (array['5 seconds', '5 minutes', '30 minutes', '2 hours', '5 hours', '10 hours', '10 hours']::interval[])[p_attempt]
+$$;
+
+--
+-- Name: webhook_endpoints__forget_secret(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.webhook_endpoints__forget_secret() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  delete from vault.secrets s where s.id = old.secret_id;
+  return null;
+end $$;
+
+--
 -- Name: get_queue_stats(timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1387,6 +1452,43 @@ begin
 end $$;
 
 --
+-- Name: claim_webhook_deliveries(integer, integer, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.claim_webhook_deliveries(p_limit integer DEFAULT 20, p_lease_seconds integer DEFAULT 60, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_claims jsonb;
+begin
+  with due as (
+    select d.id from public.webhook_deliveries d
+      join public.webhook_endpoints e on e.id = d.endpoint_id and e.enabled
+     where d.next_attempt_at <= p_now
+     order by d.next_attempt_at
+     limit greatest(p_limit, 0)
+       for update of d skip locked),
+  claimed as (
+    update public.webhook_deliveries d
+       set attempts = d.attempts + 1, next_attempt_at = p_now + make_interval(secs => greatest(p_lease_seconds, 1))
+      from due where d.id = due.id
+    returning d.*),
+  started as (
+    insert into public.webhook_delivery_attempts (delivery_id, attempt, started_at)
+    select c.id, c.attempts, p_now from claimed c)
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'id', c.id, 'attempt', c.attempts, 'job_id', c.job_id, 'event_type', c.event_type,
+           'message_id', c.message_id, 'url', e.url, 'secret', s.decrypted_secret, 'body', c.payload::text)
+           order by c.next_attempt_at, c.id), '[]'::jsonb)
+    into v_claims
+    from claimed c
+    join public.webhook_endpoints e on e.id = c.endpoint_id
+    left join vault.decrypted_secrets s on s.id = e.secret_id;
+  return v_claims;
+end $$;
+
+--
 -- Name: complete_job(uuid, integer, text, jsonb, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
 --
 
@@ -1410,6 +1512,32 @@ begin
   perform private.queue_counter_add('processing_seconds_count');
   perform private.queue_counter_add('processing_seconds_sum', extract(epoch from (p_now - v_job.started_at))::double precision);
   return private.job_to_json(v_job, p_now);
+end $$;
+
+--
+-- Name: enqueue_daily_current_affairs(timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.enqueue_daily_current_affairs(p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_cfg public.job_queue_config;
+  v_local timestamp;
+begin
+  select * into v_cfg from public.job_queue_config c limit 1;
+  if not v_cfg.daily_ca_enabled then
+    return null;
+  end if;
+  v_local := p_now at time zone v_cfg.daily_ca_time_zone;
+  if v_local::time < v_cfg.daily_ca_local_time then
+    return null;
+  end if;
+  return queue.enqueue_job(p_job_type => 'daily_ca',
+                           p_payload => jsonb_build_object('date', to_char(v_local, 'YYYY-MM-DD')),
+                           p_idempotency_key => 'daily_ca:' || to_char(v_local, 'YYYY-MM-DD'),
+                           p_now => p_now);
 end $$;
 
 --
@@ -1677,6 +1805,45 @@ begin
 end $$;
 
 --
+-- Name: record_webhook_attempt(bigint, integer, integer, text, integer, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.record_webhook_attempt(p_delivery_id bigint, p_attempt integer, p_status integer, p_error text, p_duration_ms integer, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v public.webhook_deliveries;
+  v_delivered boolean := p_status between 200 and 299;
+  v_wait interval;
+begin
+  update public.webhook_delivery_attempts a
+     set finished_at = p_now, status = p_status, error = case when not v_delivered then p_error end,
+         duration_ms = p_duration_ms
+   where a.delivery_id = p_delivery_id and a.attempt = p_attempt and a.finished_at is null;
+  if not found then
+    raise exception 'attempt % of webhook delivery % is not open', p_attempt, p_delivery_id using errcode = 'VQ409',
+      hint = 'Record each claimed attempt once.';
+  end if;
+  select * into v from public.webhook_deliveries d where d.id = p_delivery_id for update;
+  if v.next_attempt_at is null then
+    null;  -- already delivered (a late attempt that lost its lease) or given up: settled
+  elsif v_delivered then
+    update public.webhook_deliveries d
+       set delivered_at = p_now, next_attempt_at = null, last_status = p_status, last_error = null
+     where d.id = v.id returning * into v;
+  elsif v.attempts = p_attempt then  -- a newer attempt in flight decides for itself
+    v_wait := private.webhook_backoff(p_attempt);
+    update public.webhook_deliveries d
+       set next_attempt_at = p_now + v_wait, gave_up_at = case when v_wait is null then p_now end,
+           last_status = p_status, last_error = p_error
+     where d.id = v.id returning * into v;
+  end if;
+  return jsonb_build_object('id', v.id, 'attempts', v.attempts, 'delivered_at', v.delivered_at,
+                            'gave_up_at', v.gave_up_at, 'next_attempt_at', v.next_attempt_at);
+end $$;
+
+--
 -- Name: recover_expired_attempts(timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
 --
 
@@ -1719,6 +1886,32 @@ begin
   end if;
   return v_out;
 end $$;
+
+--
+-- Name: register_webhook(text, text, text[]); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.register_webhook(p_url text, p_description text DEFAULT ''::text, p_event_types text[] DEFAULT NULL::text[]) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_id uuid := pg_catalog.gen_random_uuid();
+  v_secret text := private.new_webhook_secret();
+begin
+  if p_url is null or p_url !~ '^https?://[^[:space:]]+$' or length(p_url) > 2048 then
+    raise exception 'webhook url must be an http(s) URL of at most 2048 characters' using errcode = 'VQ400',
+      hint = 'For example https://example.com/hooks/video-queue.';
+  end if;
+  if exists (select 1 from public.webhook_endpoints e where e.url = p_url) then
+    raise exception 'a webhook endpoint for % is already registered', p_url using errcode = 'VQ409',
+      hint = 'Use queue.rotate_webhook_secret for a new secret, or delete the endpoint first.';
+  end if;
+  insert into public.webhook_endpoints (id, url, description, event_types, secret_id)
+  values (v_id, p_url, coalesce(p_description, ''), p_event_types,
+          vault.create_secret(v_secret, 'video_queue_webhook:' || v_id, 'Standard Webhooks secret of ' || p_url));
+  return jsonb_build_object('id', v_id, 'url', p_url, 'secret', v_secret);
+end $_$;
 
 --
 -- Name: release_job(uuid, integer, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
@@ -1796,6 +1989,26 @@ begin
   end if;
   v_job := private.set_job_state(v_job, 'queued', p_now, p_retry_count => 0);
   return private.job_to_json(v_job, p_now);
+end $$;
+
+--
+-- Name: rotate_webhook_secret(uuid); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.rotate_webhook_secret(p_endpoint_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_endpoint public.webhook_endpoints;
+  v_secret text := private.new_webhook_secret();
+begin
+  select * into v_endpoint from public.webhook_endpoints e where e.id = p_endpoint_id;
+  if not found then
+    raise exception 'webhook endpoint % not found', p_endpoint_id using errcode = 'VQ404';
+  end if;
+  perform vault.update_secret(v_endpoint.secret_id, v_secret);
+  return jsonb_build_object('id', v_endpoint.id, 'url', v_endpoint.url, 'secret', v_secret);
 end $$;
 
 --
@@ -1932,6 +2145,9 @@ CREATE TABLE public.job_queue_config (
     medium_priority_offset_minutes integer,
     low_priority_offset_minutes integer,
     max_processing_per_user integer,
+    daily_ca_enabled boolean DEFAULT false NOT NULL,
+    daily_ca_local_time time without time zone DEFAULT '06:00:00'::time without time zone NOT NULL,
+    daily_ca_time_zone text DEFAULT 'Asia/Kolkata'::text NOT NULL,
     CONSTRAINT job_queue_config_default_processing_seconds_check CHECK ((default_processing_seconds > 0)),
     CONSTRAINT job_queue_config_finished_job_retention_days_check CHECK ((finished_job_retention_days > 0)),
     CONSTRAINT job_queue_config_high_priority_offset_minutes_check CHECK ((high_priority_offset_minutes >= 0)),
@@ -2002,6 +2218,24 @@ COMMENT ON COLUMN public.job_queue_config.low_priority_offset_minutes IS 'Priori
 --
 
 COMMENT ON COLUMN public.job_queue_config.max_processing_per_user IS 'Jobs of one user running at once (null: no limit); the rest wait with wait_reason user_limit.';
+
+--
+-- Name: COLUMN job_queue_config.daily_ca_enabled; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.daily_ca_enabled IS 'The pg_cron job video-queue-daily-ca enqueues the day''s current-affairs video while true.';
+
+--
+-- Name: COLUMN job_queue_config.daily_ca_local_time; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.daily_ca_local_time IS 'Local time (in daily_ca_time_zone) from which the day''s daily_ca job is enqueued, once per local day.';
+
+--
+-- Name: COLUMN job_queue_config.daily_ca_time_zone; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.daily_ca_time_zone IS 'IANA zone of daily_ca_local_time and of the date the daily video is for.';
 
 --
 -- Name: job_types; Type: TABLE; Schema: public; Owner: -
@@ -2081,6 +2315,120 @@ CREATE TABLE public.renderers (
 COMMENT ON COLUMN public.renderers.paused IS 'This renderer starts nothing new while true (POST /status/pause {"renderer"}); running jobs finish.';
 
 --
+-- Name: webhook_deliveries; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.webhook_deliveries (
+    id bigint NOT NULL,
+    endpoint_id uuid NOT NULL,
+    job_id uuid NOT NULL,
+    event_type text NOT NULL,
+    message_id text NOT NULL,
+    payload jsonb NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone,
+    delivered_at timestamp with time zone,
+    gave_up_at timestamp with time zone,
+    last_status integer,
+    last_error text,
+    created_at timestamp with time zone NOT NULL,
+    CONSTRAINT webhook_deliveries_attempts_check CHECK ((attempts >= 0)),
+    CONSTRAINT webhook_deliveries_one_state CHECK ((num_nonnulls(next_attempt_at, delivered_at, gave_up_at) = 1))
+);
+
+--
+-- Name: TABLE webhook_deliveries; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.webhook_deliveries IS 'The webhook outbox: one row per terminal job event and endpoint, written with the job''s state. Admin only.';
+
+--
+-- Name: COLUMN webhook_deliveries.message_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_deliveries.message_id IS 'webhook-id: one per event, the same on every attempt and every endpoint (receivers deduplicate on it).';
+
+--
+-- Name: COLUMN webhook_deliveries.payload; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_deliveries.payload IS 'The body, byte for byte on every attempt: {"type", "timestamp", "data": Job as private.job_to_json makes it}.';
+
+--
+-- Name: COLUMN webhook_deliveries.next_attempt_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_deliveries.next_attempt_at IS 'When the next attempt may start (a claimed one is leased until then); null once delivered or given up.';
+
+--
+-- Name: webhook_deliveries_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.webhook_deliveries ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY (
+    SEQUENCE NAME public.webhook_deliveries_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: webhook_delivery_attempts; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.webhook_delivery_attempts (
+    delivery_id bigint NOT NULL,
+    attempt integer NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    finished_at timestamp with time zone,
+    status integer,
+    error text,
+    duration_ms integer,
+    CONSTRAINT webhook_delivery_attempts_attempt_check CHECK ((attempt >= 1))
+);
+
+--
+-- Name: TABLE webhook_delivery_attempts; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.webhook_delivery_attempts IS 'Every attempt at a webhook delivery: the receiver''s status (null: no answer), the error, how long it took. An attempt never finished was lost with its worker; its delivery went out again after the lease.';
+
+--
+-- Name: webhook_endpoints; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.webhook_endpoints (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    url text NOT NULL,
+    description text DEFAULT ''::text NOT NULL,
+    event_types text[],
+    enabled boolean DEFAULT true NOT NULL,
+    secret_id uuid NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT webhook_endpoints_event_types_check CHECK (((cardinality(event_types) > 0) AND (event_types <@ ARRAY['job.completed'::text, 'job.failed'::text, 'job.cancelled'::text]))),
+    CONSTRAINT webhook_endpoints_url_check CHECK (((url ~ '^https?://[^[:space:]]+$'::text) AND (length(url) <= 2048)))
+);
+
+--
+-- Name: TABLE webhook_endpoints; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.webhook_endpoints IS 'Webhook receivers (admin only: register with queue.register_webhook, disable with enabled = false).';
+
+--
+-- Name: COLUMN webhook_endpoints.enabled; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_endpoints.enabled IS 'A disabled endpoint gets no new deliveries and its pending ones wait (they go out if it is enabled again).';
+
+--
+-- Name: COLUMN webhook_endpoints.secret_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_endpoints.secret_id IS 'Id in vault.secrets of the endpoint''s Standard Webhooks signing secret (whsec_<base64>); never stored here.';
+
+--
 -- Name: capacity_slots capacity_slots_pkey; Type: CONSTRAINT; Schema: private; Owner: -
 --
 
@@ -2156,6 +2504,41 @@ ALTER TABLE ONLY public.render_endpoints
 
 ALTER TABLE ONLY public.renderers
     ADD CONSTRAINT renderers_pkey PRIMARY KEY (name);
+
+--
+-- Name: webhook_deliveries webhook_deliveries_endpoint_id_message_id_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_endpoint_id_message_id_key UNIQUE (endpoint_id, message_id);
+
+--
+-- Name: webhook_deliveries webhook_deliveries_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (id);
+
+--
+-- Name: webhook_delivery_attempts webhook_delivery_attempts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_delivery_attempts
+    ADD CONSTRAINT webhook_delivery_attempts_pkey PRIMARY KEY (delivery_id, attempt);
+
+--
+-- Name: webhook_endpoints webhook_endpoints_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_pkey PRIMARY KEY (id);
+
+--
+-- Name: webhook_endpoints webhook_endpoints_url_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_url_key UNIQUE (url);
 
 --
 -- Name: capacity_slots_held; Type: INDEX; Schema: private; Owner: -
@@ -2248,6 +2631,18 @@ CREATE INDEX jobs_user_unfinished ON public.jobs USING btree (user_id) WHERE (st
 CREATE INDEX render_endpoints_renderer ON public.render_endpoints USING btree (renderer) WHERE (NOT disabled);
 
 --
+-- Name: webhook_deliveries_due; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_due ON public.webhook_deliveries USING btree (next_attempt_at) WHERE (next_attempt_at IS NOT NULL);
+
+--
+-- Name: webhook_deliveries_job; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_job ON public.webhook_deliveries USING btree (job_id);
+
+--
 -- Name: jobs _100_fill_defaults; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -2312,6 +2707,18 @@ CREATE TRIGGER _500_count_queued_truncate AFTER TRUNCATE ON public.jobs FOR EACH
 --
 
 CREATE TRIGGER _500_count_queued_update AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_depth_after_update();
+
+--
+-- Name: jobs _700_webhook_outbox; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _700_webhook_outbox AFTER UPDATE OF status ON public.jobs FOR EACH ROW WHEN (((new.status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text])) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION private.jobs__webhook_outbox();
+
+--
+-- Name: webhook_endpoints _900_forget_secret; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _900_forget_secret AFTER DELETE ON public.webhook_endpoints FOR EACH ROW EXECUTE FUNCTION private.webhook_endpoints__forget_secret();
 
 --
 -- Name: jobs _900_touch_updated_at; Type: TRIGGER; Schema: public; Owner: -
@@ -2382,6 +2789,27 @@ ALTER TABLE ONLY public.render_endpoints
     ADD CONSTRAINT render_endpoints_renderer_fkey FOREIGN KEY (renderer) REFERENCES public.renderers(name);
 
 --
+-- Name: webhook_deliveries webhook_deliveries_endpoint_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_endpoint_id_fkey FOREIGN KEY (endpoint_id) REFERENCES public.webhook_endpoints(id) ON DELETE CASCADE;
+
+--
+-- Name: webhook_deliveries webhook_deliveries_job_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_job_id_fkey FOREIGN KEY (job_id) REFERENCES public.jobs(id) ON DELETE CASCADE;
+
+--
+-- Name: webhook_delivery_attempts webhook_delivery_attempts_delivery_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_delivery_attempts
+    ADD CONSTRAINT webhook_delivery_attempts_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES public.webhook_deliveries(id) ON DELETE CASCADE;
+
+--
 -- Name: capacity_slots; Type: ROW SECURITY; Schema: private; Owner: -
 --
 
@@ -2440,6 +2868,24 @@ ALTER TABLE public.render_endpoints ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE public.renderers ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_deliveries; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.webhook_deliveries ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_delivery_attempts; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.webhook_delivery_attempts ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_endpoints; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.webhook_endpoints ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: SCHEMA public; Type: ACL; Schema: -; Owner: -
@@ -2580,6 +3026,12 @@ REVOKE ALL ON FUNCTION private.jobs__release_all_slots() FROM PUBLIC;
 REVOKE ALL ON FUNCTION private.jobs__release_slots() FROM PUBLIC;
 
 --
+-- Name: FUNCTION jobs__webhook_outbox(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs__webhook_outbox() FROM PUBLIC;
+
+--
 -- Name: FUNCTION jobs_before_insert(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -2620,6 +3072,12 @@ REVOKE ALL ON FUNCTION private.jobs_touch_updated_at() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION private.lock_current_attempt(p_job_id uuid, p_attempt integer, p_token text, p_allow_completed_repeat boolean, p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION new_webhook_secret(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.new_webhook_secret() FROM PUBLIC;
 
 --
 -- Name: FUNCTION next_peak_boundary(p_after timestamp with time zone); Type: ACL; Schema: private; Owner: -
@@ -2712,6 +3170,18 @@ REVOKE ALL ON FUNCTION private.take_capacity_slot(p_scope text, p_cap integer, p
 REVOKE ALL ON FUNCTION private.user_claim_key(p_user_id uuid) FROM PUBLIC;
 
 --
+-- Name: FUNCTION webhook_backoff(p_attempt integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.webhook_backoff(p_attempt integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION webhook_endpoints__forget_secret(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.webhook_endpoints__forget_secret() FROM PUBLIC;
+
+--
 -- Name: FUNCTION get_queue_stats(p_now timestamp with time zone); Type: ACL; Schema: public; Owner: -
 --
 
@@ -2734,11 +3204,25 @@ REVOKE ALL ON FUNCTION queue.claim_jobs(p_worker_id text, p_limit integer, p_now
 GRANT ALL ON FUNCTION queue.claim_jobs(p_worker_id text, p_limit integer, p_now timestamp with time zone) TO service_role;
 
 --
+-- Name: FUNCTION claim_webhook_deliveries(p_limit integer, p_lease_seconds integer, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.claim_webhook_deliveries(p_limit integer, p_lease_seconds integer, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.claim_webhook_deliveries(p_limit integer, p_lease_seconds integer, p_now timestamp with time zone) TO service_role;
+
+--
 -- Name: FUNCTION complete_job(p_job_id uuid, p_attempt integer, p_token text, p_result jsonb, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
 --
 
 REVOKE ALL ON FUNCTION queue.complete_job(p_job_id uuid, p_attempt integer, p_token text, p_result jsonb, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.complete_job(p_job_id uuid, p_attempt integer, p_token text, p_result jsonb, p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION enqueue_daily_current_affairs(p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.enqueue_daily_current_affairs(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.enqueue_daily_current_affairs(p_now timestamp with time zone) TO service_role;
 
 --
 -- Name: FUNCTION enqueue_job(p_job_type text, p_payload jsonb, p_idempotency_key text, p_priority text, p_run_at timestamp with time zone, p_renderer text, p_expires_at timestamp with time zone, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
@@ -2802,11 +3286,25 @@ REVOKE ALL ON FUNCTION queue.record_heartbeat(p_job_id uuid, p_attempt integer, 
 GRANT ALL ON FUNCTION queue.record_heartbeat(p_job_id uuid, p_attempt integer, p_token text, p_now timestamp with time zone) TO service_role;
 
 --
+-- Name: FUNCTION record_webhook_attempt(p_delivery_id bigint, p_attempt integer, p_status integer, p_error text, p_duration_ms integer, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.record_webhook_attempt(p_delivery_id bigint, p_attempt integer, p_status integer, p_error text, p_duration_ms integer, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.record_webhook_attempt(p_delivery_id bigint, p_attempt integer, p_status integer, p_error text, p_duration_ms integer, p_now timestamp with time zone) TO service_role;
+
+--
 -- Name: FUNCTION recover_expired_attempts(p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
 --
 
 REVOKE ALL ON FUNCTION queue.recover_expired_attempts(p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.recover_expired_attempts(p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION register_webhook(p_url text, p_description text, p_event_types text[]); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.register_webhook(p_url text, p_description text, p_event_types text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.register_webhook(p_url text, p_description text, p_event_types text[]) TO service_role;
 
 --
 -- Name: FUNCTION release_job(p_job_id uuid, p_attempt integer, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
@@ -2829,6 +3327,13 @@ GRANT ALL ON FUNCTION queue.report_progress(p_job_id uuid, p_attempt integer, p_
 REVOKE ALL ON FUNCTION queue.retry_job(p_job_id uuid, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.retry_job(p_job_id uuid, p_now timestamp with time zone) TO authenticated;
 GRANT ALL ON FUNCTION queue.retry_job(p_job_id uuid, p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION rotate_webhook_secret(p_endpoint_id uuid); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.rotate_webhook_secret(p_endpoint_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.rotate_webhook_secret(p_endpoint_id uuid) TO service_role;
 
 --
 -- Name: FUNCTION set_paused(p_paused boolean, p_renderer text, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
@@ -2879,6 +3384,30 @@ GRANT ALL ON TABLE public.render_endpoints TO service_role;
 --
 
 GRANT ALL ON TABLE public.renderers TO service_role;
+
+--
+-- Name: TABLE webhook_deliveries; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON TABLE public.webhook_deliveries TO service_role;
+
+--
+-- Name: SEQUENCE webhook_deliveries_id_seq; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON SEQUENCE public.webhook_deliveries_id_seq TO service_role;
+
+--
+-- Name: TABLE webhook_delivery_attempts; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON TABLE public.webhook_delivery_attempts TO service_role;
+
+--
+-- Name: TABLE webhook_endpoints; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON TABLE public.webhook_endpoints TO service_role;
 
 --
 -- Name: DEFAULT PRIVILEGES FOR SEQUENCES; Type: DEFAULT ACL; Schema: public; Owner: -

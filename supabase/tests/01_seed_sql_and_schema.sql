@@ -55,8 +55,8 @@ select is((select count(*) from job_queue_config), 1::bigint, 'exactly one confi
 
 -- Cron: the named jobs exist with minute schedules.
 select is((select string_agg(jobname || ' ' || schedule, ', ' order by jobname) from cron.job where jobname like 'video-queue-%'),
-          'video-queue-prune 17 3 * * *, video-queue-recover * * * * *, video-queue-worker * * * * *',
-          'pg_cron jobs: worker and recover every minute, prune daily');
+          'video-queue-daily-ca * * * * *, video-queue-prune 17 3 * * *, video-queue-recover * * * * *, video-queue-worker * * * * *',
+          'pg_cron jobs: worker, recover and the daily video every minute, prune daily');
 select ok((select command like '%video_queue_worker_url%' and command like '%video_queue_secret_key%' and command like '%net.http_post%'
              from cron.job where jobname = 'video-queue-worker'), 'the worker job posts to the Vault URL with the Vault key');
 -- Pruning: finished jobs past retention go, the rest stays.
