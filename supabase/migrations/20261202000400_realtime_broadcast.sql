@@ -193,28 +193,31 @@ create function private.queued_in_claim_order(
   p_limit integer, p_after_rank smallint default null, p_after_created_at timestamptz default null,
   p_after_id uuid default null
 ) returns setof public.jobs
-language sql stable security definer set search_path = '' as $$
-  with o as (select private.priority_offsets() as off, private.claim_offsets() as claim_off)
+language plpgsql stable security definer set search_path = '' as $$
+begin
+  return query
+  with o as materialized (select private.priority_offsets() as off, private.claim_offsets() as claim_off)
   select x.* from o
    cross join (values (0::smallint), (1::smallint), (2::smallint)) pr(rank)
    cross join lateral (
      select j.* from public.jobs j
       where j.status = 'queued' and j.priority_rank = pr.rank
-        and (p_after_rank is null
-             or (j.created_at, j.id) >
-                (case when o.off is not null then p_after_created_at - o.off[p_after_rank + 1] + o.off[pr.rank + 1]
-                      when pr.rank < p_after_rank then 'infinity'::timestamptz
-                      when pr.rank = p_after_rank then p_after_created_at
-                      else '-infinity'::timestamptz end,
-                 -- a tie on the claim key goes to the higher priority
-                 case when pr.rank < p_after_rank then 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid
-                      when pr.rank = p_after_rank then p_after_id
-                      else '00000000-0000-0000-0000-000000000000'::uuid end))
+        -- one row comparison whatever the cursor, so that it is always the index scan's start
+        and (j.created_at, j.id) >
+            (case when p_after_rank is null then '-infinity'::timestamptz
+                  when o.off is not null then p_after_created_at - o.off[p_after_rank + 1] + o.off[pr.rank + 1]
+                  when pr.rank < p_after_rank then 'infinity'::timestamptz
+                  when pr.rank = p_after_rank then p_after_created_at
+                  else '-infinity'::timestamptz end,
+             -- a tie on the claim key goes to the higher priority
+             case when pr.rank < p_after_rank then 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid
+                  when pr.rank = p_after_rank then p_after_id
+                  else '00000000-0000-0000-0000-000000000000'::uuid end)
       order by j.created_at, j.id
       limit p_limit) x
    order by x.created_at - o.claim_off[x.priority_rank + 1], x.priority_rank, x.created_at, x.id
-   limit p_limit
-$$;
+   limit p_limit;
+end $$;
 
 -- realtime_publish_lock_key: the key publish_queue_changes serializes on (a second caller skips).
 create function private.realtime_publish_lock_key() returns bigint
