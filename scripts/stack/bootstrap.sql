@@ -261,11 +261,18 @@ alter function realtime.topic() owner to supabase_realtime_admin;
 grant execute on function realtime.send(jsonb, text, text, boolean), realtime.topic()
   to postgres, anon, authenticated, service_role;
 
--- LOCAL-ONLY: tells the stand-in server (LISTEN realtime_local) which message to deliver.
+-- LOCAL-ONLY: tells the stand-in server (LISTEN realtime_local) which message to deliver, for the topics it
+-- has a subscriber on (realtime.local_listened, kept by the stand-in). Only those: a NOTIFY serializes the
+-- commits of all notifying transactions (a lock held through the WAL flush), which would make every claim
+-- and outcome wait in line here, while Supabase's Realtime reads the messages by logical replication.
+create table if not exists realtime.local_listened (topic text primary key);
+revoke all on table realtime.local_listened from public, anon, authenticated, service_role;
 create or replace function realtime.local_notify_message() returns trigger
 language plpgsql security definer set search_path = '' as $$
 begin
-  perform pg_notify('realtime_local', new.id::text);
+  if exists (select 1 from realtime.local_listened l where l.topic = new.topic) then
+    perform pg_notify('realtime_local', new.id::text);
+  end if;
   return null;
 end $$;
 revoke all on function realtime.local_notify_message() from public;

@@ -68,6 +68,8 @@ export function startRealtime(
     connection: { application_name: "video-queue-realtime" },
   });
   const clients = new Set<Client>();
+  // A new process has no subscriber yet (a previous one's sockets died with it).
+  void sql`delete from realtime.local_listened`.catch(() => {});
 
   // Identities ---------------------------------------------------------------------------------------------
 
@@ -163,6 +165,14 @@ export function startRealtime(
     clearTimeout(channel.expiry);
     if (client.channels.get(channel.topic) === channel) client.channels.delete(channel.topic);
     send(client, [channel.joinRef, null, channel.topic, "phx_close", {}]);
+    void forgetUnlistened();
+  }
+
+  /** Drops the topics no channel listens to any more from realtime.local_listened (bootstrap.sql). */
+  async function forgetUnlistened(): Promise<void> {
+    const listened = [...clients].flatMap((c) => [...c.channels.values()].map((ch) => ch.sub));
+    await sql`delete from realtime.local_listened where topic <> all(${listened}::text[])`
+      .catch((err) => log("realtime_forget_failed", { error: String((err as Error)?.message ?? err) }));
   }
 
   /** A token's expiry ends the channels that rest on it, as Realtime's token confirmation does. */
@@ -199,6 +209,7 @@ export function startRealtime(
         self: config.broadcast?.self === true,
         identity,
       };
+      await sql`insert into realtime.local_listened (topic) values (${sub}) on conflict do nothing`;
       client.channels.set(topic, channel);
       watchExpiry(client, channel);
       reply(client, f, "ok", { postgres_changes: [] });
@@ -385,6 +396,7 @@ export function startRealtime(
       socket.onclose = () => {
         clients.delete(client);
         for (const channel of client.channels.values()) clearTimeout(channel.expiry);
+        void forgetUnlistened();
       };
       socket.onerror = () => {};
       return response;
