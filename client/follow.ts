@@ -101,15 +101,14 @@ export function followJob(
     /** Reads the status once; the next pause before reading again (ms). */
     const read = async (): Promise<number> => {
       try {
-        const news = offer(await io.readStatus(jobId, reads.signal), "status");
-        delay = news ? options.pollInitialMs : Math.min(delay * 2, options.pollMaxMs);
+        delay = nextPollDelay(delay, offer(await io.readStatus(jobId, reads.signal), "status"), options);
       } catch (err) {
         if (done) return 0;
         if (!isTransient(err)) {
           finish(() => reject(err));
           return 0;
         }
-        delay = Math.min(delay * 2, options.pollMaxMs);
+        delay = nextPollDelay(delay, false, options);
         const retryAfter = (err as Partial<RateLimitedError>).retryAfterSeconds;
         if (retryAfter !== undefined) return Math.max(retryAfter * 1000, delay);
       }
@@ -131,6 +130,15 @@ export function followJob(
       }
     })();
   });
+}
+
+/** The pause before the next poll: back to the first interval after news, else doubled up to the cap. */
+export function nextPollDelay(
+  delay: number,
+  news: boolean,
+  { pollInitialMs, pollMaxMs }: Pick<FollowOptions, "pollInitialMs" | "pollMaxMs">,
+): number {
+  return news ? pollInitialMs : Math.min(delay * 2, pollMaxMs);
 }
 
 /**
