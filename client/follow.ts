@@ -12,7 +12,10 @@ export type FinishedJob =
 /** Where an update came from: a Realtime broadcast, or a read of `GET /status`. */
 export type UpdateSource = "realtime" | "status";
 
-/** Called with each new state of the job, in order, the first (as read) and the final one included. */
+/**
+ * Called with each new state of the job, in order, the first (as read) and the final one included; a newer
+ * row that shows nothing new (a heartbeat moves only updated_at) is not reported.
+ */
 export type ProgressListener = (job: Job, update: { source: UpdateSource }) => void;
 
 /** How a wait listens and polls (QueueClientOptions). */
@@ -80,10 +83,12 @@ export function followJob(
     const onAbort = () => finish(() => reject(abortReason(signal!)));
     signal?.addEventListener("abort", onAbort, { once: true });
 
-    /** Takes a state if it is news; true when it was. */
+    /** Takes a state if it is newer, and reports it if it shows something new; true when it did. */
     const offer = (job: Job, source: UpdateSource): boolean => {
       if (done || job.id !== jobId || (latest && !isNewer(job, latest))) return false;
+      const unchanged = latest !== undefined && fingerprint(job) === fingerprint(latest);
       latest = job;
+      if (unchanged) return false; // a newer row with nothing a user sees changed (e.g. a heartbeat)
       onProgress?.(job, { source });
       if (isFinished(job)) finish(() => resolve(job));
       return true;

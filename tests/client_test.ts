@@ -457,6 +457,8 @@ Deno.test("a wait drops stale and repeated broadcasts, and resolves on the final
   push(at(30, { progress: 60 }));
   push(at(20, { progress: 20 })); // older: dropped
   push(at(30, { progress: 60 })); // repeat: dropped
+  push(at(35, { progress: 60 })); // newer, but nothing a user sees changed (a heartbeat): not reported
+  push(at(32, { progress: 70 })); // older than the heartbeat's row: dropped
   push({ ...at(40, { progress: 99 }), id: "00000000-0000-4000-8000-000000000002" }); // another job: dropped
   push(at(50, { status: "completed", progress: 100, result: { video_url: "v.mp4" } }));
   const finished = await done;
