@@ -145,10 +145,13 @@ export function ownSecretKey(): string | undefined {
 
 async function hasSecretKey(req: Request): Promise<boolean> {
   const presented = [req.headers.get("apikey"), bearerToken(req)].filter((k): k is string => !!k);
-  const accepted = configuredSecretKeys();
-  for (const candidate of presented) {
-    for (const key of accepted) if (await constantTimeEqual(candidate, key)) return true;
-  }
+  for (const candidate of presented) if (await isSecretKey(candidate)) return true;
+  return false;
+}
+
+/** Whether `key` is one of this project's secret keys (compared in constant time). */
+export async function isSecretKey(key: string): Promise<boolean> {
+  for (const accepted of configuredSecretKeys()) if (await constantTimeEqual(key, accepted)) return true;
   return false;
 }
 

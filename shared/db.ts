@@ -105,7 +105,7 @@ export async function asCaller<T>(
  * at once and begin() never gets to send its `rollback` down the dead connection (see the top of this
  * file): fn's promise is left pending, and postgres.js's close handling releases the connection.
  */
-async function inTransaction<T>(sql: Sql, fn: (tx: Tx) => Promise<T>): Promise<T> {
+export async function inTransaction<T>(sql: Sql, fn: (tx: Tx) => Promise<T>): Promise<T> {
   let connectionFailed!: (err: unknown) => void;
   const failed = new Promise<never>((_, reject) => connectionFailed = reject);
   const transaction = sql.begin(async (tx) => {

@@ -3,13 +3,14 @@ export {
   authenticate,
   bearerToken,
   type Caller,
+  isSecretKey,
   requireSecretKey,
   type ServiceCaller,
   type UserCaller,
   verifyUserToken,
 } from "./auth.ts";
 export { backgroundTasksSettled, functionUrl, kickWorker, runInBackground } from "./background.ts";
-export { asCaller, closeDb, db } from "./db.ts";
+export { asCaller, closeDb, db, inTransaction } from "./db.ts";
 export { DISPATCH_TIMEOUT_MS, dispatchBody, dispatchToRenderer, notifyRenderCancel } from "./dispatch.ts";
 export { errorResponse, HttpError, toHttpError } from "./errors.ts";
 export { corsHeaders, json, MAX_BODY_BYTES, readJson, router, type Routes } from "./http.ts";

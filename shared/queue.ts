@@ -100,6 +100,14 @@ export function recoverExpiredAttempts(): Promise<RecoveredAttempt[]> {
   return asCaller(SERVICE, (tx) => tx`select queue.recover_expired_attempts() as result`);
 }
 
+/**
+ * Realtime: sends the waiting jobs whose place moved meaningfully their `job` event, and the stats on
+ * `queue:admin` when they changed (bounded work per call; once per pass). Returns the stats.
+ */
+export function publishQueueChanges(): Promise<Stats> {
+  return asCaller(SERVICE, (tx) => tx`select queue.publish_queue_changes() as result`);
+}
+
 export function claimJobs(workerId: string): Promise<Claim[]> {
   return asCaller(SERVICE, (tx) => tx`select queue.claim_jobs(p_worker_id => ${workerId}) as result`);
 }

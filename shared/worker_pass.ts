@@ -10,9 +10,9 @@ import {
   claimJobs,
   completeJob,
   failJob,
-  getQueueStats,
   type Job,
   markEndpointUnhealthy,
+  publishQueueChanges,
   recordHeartbeat,
   recoverExpiredAttempts,
   releaseJob,
@@ -89,7 +89,8 @@ export async function workerPass(): Promise<PassSummary> {
   // Slots freed by this pass are filled by the next one at once, not at the next cron minute.
   if (recovered.length > 0 || settled.some((s) => s !== "dispatched")) kickWorker("slots_freed");
 
-  const stats = await getQueueStats({ kind: "service" });
+  // Waiting jobs hear their new places (Realtime); the same call answers the stats.
+  const stats = await publishQueueChanges();
   return {
     recovered: recovered.length,
     claimed: claims.length,

@@ -189,3 +189,86 @@ end $$;
 
 grant usage on schema net to postgres, anon, authenticated, service_role;
 grant execute on function net.http_post(text, jsonb, jsonb, jsonb, int) to postgres, service_role;
+
+-- Realtime ---------------------------------------------------------------------------------------
+-- Supabase Realtime's tenant schema (supabase/realtime, lib/realtime/tenants/repo/migrations): the
+-- messages table that Broadcast from the database writes to and that authorization probes, realtime.send()
+-- and realtime.topic() with their signatures and bodies, RLS enabled with no policy, the same grants.
+-- Differences, all LOCAL-ONLY: the table is not partitioned by day (Supabase's janitor drops old
+-- partitions after 3 days; here nothing is dropped) and has no binary_payload column, and a trigger
+-- NOTIFYs `realtime_local` with each new message's id: the stack's Realtime stand-in
+-- (scripts/stack/realtime.ts) reads the row and delivers it, as Realtime does from the WAL. NOTIFY is
+-- delivered at commit, so a rolled-back message (or authorization probe) is never delivered.
+do $$
+begin
+  if not exists (select 1 from pg_roles where rolname = 'supabase_realtime_admin') then
+    create role supabase_realtime_admin nologin noinherit;
+  end if;
+end $$;
+create schema if not exists realtime;
+grant usage on schema realtime to postgres, anon, authenticated, service_role;
+grant all on schema realtime to supabase_realtime_admin;
+
+create table if not exists realtime.messages (
+  topic text not null,
+  extension text not null,
+  payload jsonb,
+  event text,
+  private boolean default false,
+  updated_at timestamp without time zone not null default now(),
+  inserted_at timestamp without time zone not null default now(),
+  id uuid not null default gen_random_uuid(),
+  primary key (id, inserted_at)
+);
+create index if not exists messages_inserted_at_topic_index on realtime.messages (inserted_at desc, topic)
+  where extension = 'broadcast' and private is true;
+alter table realtime.messages enable row level security;
+grant select, insert, update on realtime.messages to postgres, anon, authenticated, service_role;
+alter table realtime.messages owner to supabase_realtime_admin;
+
+-- Supabase's body (migration 20260605120000): the payload gets an `id` unless it has one; a failure is a
+-- WARNING, never an error of the caller's transaction.
+create or replace function realtime.send(payload jsonb, event text, topic text, private boolean default true)
+returns void as $$
+declare
+  generated_id uuid;
+  final_payload jsonb;
+begin
+  begin
+    generated_id := gen_random_uuid();
+    if payload ? 'id' then
+      final_payload := payload;
+    else
+      final_payload := jsonb_set(payload, '{id}', to_jsonb(generated_id));
+    end if;
+    execute format('SET LOCAL realtime.topic TO %L', topic);
+    insert into realtime.messages (id, payload, event, topic, private, extension)
+    values (generated_id, final_payload, event, topic, private, 'broadcast');
+  exception
+    when others then
+      raise warning 'WarnSendingBroadcastMessage: %', sqlerrm;
+  end;
+end;
+$$ language plpgsql;
+
+-- The topic being joined, as Realtime sets it while it checks a join against the policies.
+create or replace function realtime.topic() returns text as $$
+  select nullif(current_setting('realtime.topic', true), '')::text;
+$$ language sql stable;
+
+alter function realtime.send(jsonb, text, text, boolean) owner to supabase_realtime_admin;
+alter function realtime.topic() owner to supabase_realtime_admin;
+grant execute on function realtime.send(jsonb, text, text, boolean), realtime.topic()
+  to postgres, anon, authenticated, service_role;
+
+-- LOCAL-ONLY: tells the stand-in server (LISTEN realtime_local) which message to deliver.
+create or replace function realtime.local_notify_message() returns trigger
+language plpgsql security definer set search_path = '' as $$
+begin
+  perform pg_notify('realtime_local', new.id::text);
+  return null;
+end $$;
+revoke all on function realtime.local_notify_message() from public;
+drop trigger if exists local_notify_message on realtime.messages;
+create trigger local_notify_message after insert on realtime.messages
+  for each row execute function realtime.local_notify_message();

@@ -3,6 +3,7 @@
 //     path rewritten to /<name>/... as Supabase's edge runtime does, and the env Supabase injects
 //   - the pg_net sender: sends what net.http_post() queued, after the queuing transaction committed
 //   - /auth/v1/.well-known/jwks.json, as Supabase Auth serves it
+//   - /realtime/v1/websocket: Realtime's Broadcast on private channels (realtime.ts)
 //   - /dashboard/: the static admin dashboard (dashboard/index.html; host it anywhere in production)
 // That process is supervised, as Supabase restarts a failed function runtime: this file, started as
 // `deno run -A platform.ts <stack dir> [parent pid]`, is the supervisor. It runs the platform as a child
@@ -10,6 +11,7 @@
 // (its own in supervisor.pid), and starts a new child whenever one dies. SIGTERM/SIGINT stop both; when
 // the parent pid exits (a test run that died), it stops the stack's Postgres too.
 import postgres from "postgres";
+import { startRealtime } from "./realtime.ts";
 import { PROJECT_ROOT, readEnvFile, stopCluster } from "./stack.ts";
 
 const log = (event: string, fields: Record<string, unknown> = {}) =>
@@ -126,6 +128,7 @@ function servePlatform(dir: string, supervisorPid: number): void {
     const url = new URL(req.url);
     if (url.pathname === "/health") return json(200, { ok: true, pid: Deno.pid });
     if (url.pathname === "/auth/v1/.well-known/jwks.json") return json(200, JSON.parse(env.SUPABASE_JWKS));
+    if (url.pathname === "/realtime/v1/websocket") return await realtime.connect(req);
     if (url.pathname === "/dashboard/" || url.pathname === "/dashboard") {
       const page = await Deno.readFile(`${PROJECT_ROOT}/dashboard/index.html`);
       return new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } });
@@ -138,12 +141,14 @@ function servePlatform(dir: string, supervisorPid: number): void {
   });
 
   const sender = startNetSender(env.SUPABASE_DB_URL);
+  const realtime = startRealtime(env.SUPABASE_DB_URL);
 
   let stopping = false;
   async function shutdown() {
     if (stopping) return;
     stopping = true;
     clearInterval(supervisorWatch);
+    await realtime.stop(); // closes its sockets, which the server would otherwise wait for
     await server.shutdown().catch(() => {});
     await sender.stop();
     Deno.exit(0);
