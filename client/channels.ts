@@ -65,11 +65,18 @@ class ChannelHub {
     channel.on("broadcast", { event }, (message) => {
       for (const l of shared.listeners) l.onMessage(message.payload as never);
     });
-    channel.subscribe((state) => {
-      shared.state = state as ChannelState;
-      for (const l of shared.listeners) l.onState?.(shared.state);
-    });
     this.#channels.set(topic, shared);
+    // A private join must carry the user's token. supabase-js fetches it asynchronously on connect, so a first
+    // join could go out without it and be refused; fetch it first unless it is there (or was set by hand).
+    const realtime = this.supabase.realtime;
+    const tokenReady = realtime.accessTokenValue ? Promise.resolve() : realtime.setAuth().catch(() => {});
+    void tokenReady.then(() => {
+      if (this.#channels.get(topic) !== shared) return; // stopped meanwhile
+      channel.subscribe((state) => {
+        shared.state = state as ChannelState;
+        for (const l of shared.listeners) l.onState?.(shared.state);
+      });
+    });
     return shared;
   }
 }

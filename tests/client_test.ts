@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { createClient } from "@supabase/supabase-js";
 import {
+  type ChannelState,
   ConflictError,
   createQueueClient,
   ForbiddenError,
@@ -17,6 +18,7 @@ import {
   type QueueClientOptions,
   QueueError,
   RateLimitedError,
+  type Stats,
   UnauthorizedError,
   UnavailableError,
   UnsupportedMediaTypeError,
@@ -342,7 +344,8 @@ test("waitForCompletion: aborting rejects with an AbortError and leaves no chann
     return fetch(input, init);
   };
   const supabase = supabaseAs(user.token, { fetch: counting });
-  const queue = createQueueClient(supabase, { pollInitialMs: 20, pollMaxMs: 20 });
+  // Subscribed or not, it reads every 20 ms while it waits.
+  const queue = createQueueClient(supabase, { pollInitialMs: 20, pollMaxMs: 20, realtimeCheckMs: 20 });
   const { job } = await queue.enqueue(doubt()); // no render endpoint: it stays queued
 
   const controller = new AbortController();
@@ -397,6 +400,108 @@ test("waitForCompletion: with Realtime refused, it falls back to polling and sti
     "completed",
   ]);
   assertInOrder(seen.updates.map((u) => u.job));
+});
+
+// Realtime ---------------------------------------------------------------------------------------------------
+
+/** Resolves once `listen` (a subscribe or onQueueChange) reports SUBSCRIBED; the function that stops listening. */
+async function joined(listen: (onState: (state: ChannelState) => void) => () => void): Promise<() => void> {
+  let stop = () => {};
+  await new Promise<void>((resolve, reject) => {
+    stop = listen((state) => {
+      if (state === "SUBSCRIBED") resolve();
+      else reject(new Error(`the channel answered ${state}`));
+    });
+  });
+  return stop;
+}
+
+test("waitForCompletion over Realtime: with polling all but off, every place and step still arrives by broadcast", async () => {
+  await setup();
+  await db`update job_queue_config set max_concurrent_renders = 1, peak_worker_multiplier = 1`;
+  const [first, owner] = await Promise.all([mintUser(), mintUser()]);
+  const ahead = (await queueAs(first.token).enqueue(doubt("What is the Preamble?"))).job;
+  let reads = 0;
+  const counting: typeof fetch = (input, init) => {
+    if (String(input instanceof Request ? input.url : input).includes("/status?")) reads += 1;
+    return fetch(input, init);
+  };
+  // It reads the status at the start and once subscribed, then not for a minute: all else comes by broadcast.
+  const queue = createQueueClient(supabaseAs(owner.token, { fetch: counting }), {
+    pollInitialMs: 60_000,
+    pollMaxMs: 60_000,
+    realtimeCheckMs: Infinity,
+  });
+  const { job } = await queue.enqueue(doubt());
+  assert.equal(job.queue_position, 2);
+
+  using seen = recorder();
+  const done = queue.waitForCompletion(job.id, seen);
+  const stop = await joined((onState) => queue.subscribe(job.id, () => {}, onState)); // the wait's channel
+  await eventually("the read at the start and the one after subscribing", () => Promise.resolve(reads === 2));
+  const before = seen.updates.length;
+
+  await using service = await fakeRenderService();
+  await db`insert into render_endpoints (renderer, url) values ('orchestrator', ${service.url})`;
+  await workerPass(); // starts the job ahead
+  const aheadDispatch = await service.until(
+    "the job ahead",
+    () => service.dispatches.find((d) => d.job_id === ahead.id),
+  );
+  await workerPass(); // no room, but it tells waiting jobs their place
+  await seen.seen("position 1", (j) => j.status === "queued" && j.queue_position === 1);
+
+  await report(aheadDispatch, { type: "completed", result: { video_url: "https://cdn.example/ahead.mp4" } });
+  await workerPass();
+  const dispatch = await service.until(
+    "the owner's job",
+    () => service.dispatches.find((d) => d.job_id === job.id),
+  );
+  const steps = [["generating_screenshot", 20], ["composing_video", 60], ["saving_file", 80]] as const;
+  for (const [stage, progress] of steps) {
+    await report(dispatch, { type: "progress", stage, progress });
+    await seen.seen(stage, (j) => j.stage === stage);
+  }
+  await report(dispatch, { type: "completed", result: { video_url: "https://cdn.example/mine.mp4" } });
+  const finished = await done;
+  stop();
+
+  assert.equal(finished.status, "completed");
+  assert.equal(reads, 2, "no polling");
+  const waiting = seen.updates.slice(0, before); // as read (or as a pass published it) before the test drove it
+  assert.ok(waiting.length >= 1 && waiting.every((u) => u.job.queue_position === 2), JSON.stringify(waiting));
+  const rest = seen.updates.slice(before);
+  assert.deepEqual(rest.map((u) => u.source), rest.map(() => "realtime"), "everything after subscribing");
+  assert.deepEqual(
+    rest.map(({ job: j }) => `${j.status} ${j.queue_position ?? "-"} ${j.stage ?? "-"} ${j.progress}`),
+    [
+      "queued 1 - 0",
+      "processing - - 0",
+      "processing - generating_screenshot 20",
+      "processing - composing_video 60",
+      "processing - saving_file 80",
+      "completed - completed 100",
+    ],
+  );
+  assertInOrder(seen.updates.map((u) => u.job));
+});
+
+test("admin.onQueueChange: an admin hears the stats on queue:admin; a user's join is refused", async () => {
+  await setup();
+  const [user, admin] = await Promise.all([mintUser(), mintUser({ admin: true })]);
+  await queueAs(user.token).enqueue(doubt());
+
+  await assert.rejects(joined((onState) => queueAs(user.token).admin.onQueueChange(() => {}, onState)));
+  const heard: Stats[] = [];
+  const stop = await joined((onState) =>
+    queueAs(admin.token).admin.onQueueChange((s) => heard.push(s), onState)
+  );
+  await db`update job_queue_config set paused = true`; // an operator pauses the queue
+  await eventually(
+    "stats saying paused",
+    () => Promise.resolve(heard.some((s) => s.paused && s.queued === 1)),
+  );
+  stop();
 });
 
 // The client's pure parts ----------------------------------------------------------------------------------
