@@ -410,8 +410,19 @@ CREATE FUNCTION private.job_to_json(p_job public.jobs, p_now timestamp with time
     SET search_path TO ''
     AS $$
 -- Job JSON with fresh queue_position and estimated_wait_seconds. Service role (and the queue functions).
-declare
-  v_position integer := private.job_queue_position(p_job);
+begin
+  return private.job_to_json_at(p_job, case when p_job.status = 'queued' then private.job_queue_position(p_job) end,
+                                p_now);
+end $$;
+
+--
+-- Name: job_to_json_at(public.jobs, integer, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.job_to_json_at(p_job public.jobs, p_position integer, p_now timestamp with time zone) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
 begin
   return jsonb_build_object(
     'id', p_job.id,
@@ -420,9 +431,10 @@ begin
     'status', p_job.status,
     'renderer', p_job.renderer,
     'payload', p_job.payload,
-    'queue_position', v_position,
-    'estimated_wait_seconds', private.job_wait_estimate(p_job, v_position, p_now),
-    'wait_reason', private.job_wait_reason(p_job, p_now),
+    -- only a queued job has a place: the others skip the helpers (their events are on the claim/complete path)
+    'queue_position', p_position,
+    'estimated_wait_seconds', case when p_job.status = 'queued' then private.job_wait_estimate(p_job, p_position, p_now) end,
+    'wait_reason', case when p_job.status = 'queued' then private.job_wait_reason(p_job, p_now) end,
     'estimate_basis', case when p_job.status = 'queued' then
                         case when private.renderer_has_history(p_job.renderer, p_now) then 'history' else 'default' end end,
     'expires_at', p_job.expires_at,
@@ -546,6 +558,30 @@ begin
     return 'capacity';
   end if;
   return 'behind';
+end $$;
+
+--
+-- Name: jobs__broadcast(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs__broadcast() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  -- the time of the change: the state writers set updated_at to their p_now, other updates to now()
+  v_job jsonb := private.job_to_json(new, new.updated_at);
+begin
+  perform private.publish_job(v_job);
+  if new.status = 'queued' then
+    perform private.mark_job_place(v_job, new.updated_at);
+  elsif new.status in ('completed', 'failed', 'cancelled') and old.status is distinct from new.status then
+    -- SKIP LOCKED: a publisher writing this mark right now is never waited for (nor deadlocked with)
+    delete from private.realtime_job_marks m
+     where m.job_id = (select k.job_id from private.realtime_job_marks k where k.job_id = new.id
+                          for update skip locked);
+  end if;
+  return null;
 end $$;
 
 --
@@ -737,6 +773,23 @@ begin
 end $$;
 
 --
+-- Name: mark_job_place(jsonb, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.mark_job_place(p_job jsonb, p_now timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  insert into private.realtime_job_marks as m (job_id, queue_position, estimated_wait_seconds, wait_reason, sent_at)
+  values ((p_job ->> 'id')::uuid, (p_job ->> 'queue_position')::integer,
+          (p_job ->> 'estimated_wait_seconds')::integer, p_job ->> 'wait_reason', p_now)
+  on conflict (job_id) do update
+    set queue_position = excluded.queue_position, estimated_wait_seconds = excluded.estimated_wait_seconds,
+        wait_reason = excluded.wait_reason, sent_at = excluded.sent_at;
+end $$;
+
+--
 -- Name: next_peak_boundary(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -755,6 +808,19 @@ CREATE FUNCTION private.next_peak_boundary(p_after timestamp with time zone) RET
                          from generate_series(0, 1) d) b
    where b.at > p_after
 $$;
+
+--
+-- Name: paused__publish(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.paused__publish() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform private.publish_queue_changes(now());
+  return null;
+end $$;
 
 --
 -- Name: priority_offsets(); Type: FUNCTION; Schema: private; Owner: -
@@ -788,6 +854,101 @@ begin
      and j.status in ('completed', 'failed', 'cancelled');
   get diagnostics v_deleted = row_count;
   return v_deleted;
+end $$;
+
+--
+-- Name: publish_job(jsonb); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.publish_job(p_job jsonb) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform realtime.send(p_job, 'job', 'job:' || (p_job ->> 'id'), true);
+end $$;
+
+--
+-- Name: publish_place(public.jobs, integer, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.publish_place(p_job public.jobs, p_position integer, p_now timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_job jsonb := private.job_to_json_at(p_job, p_position, p_now);
+  v_mark private.realtime_job_marks;
+begin
+  select * into v_mark from private.realtime_job_marks m where m.job_id = p_job.id;
+  if private.realtime_place_moved(v_mark, v_job, private.realtime_exact_positions()) then
+    perform private.publish_job(v_job);
+    perform private.mark_job_place(v_job, p_now);
+  end if;
+end $$;
+
+--
+-- Name: publish_queue_changes(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.publish_queue_changes(p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    SET jit TO 'off'
+    AS $$
+declare
+  v_stats jsonb := public.get_queue_stats(p_now);
+  v_state private.realtime_publisher;
+  v_head integer := private.realtime_exact_positions();
+  v_walk constant integer := 50;
+  v_job public.jobs;
+  v_last public.jobs;
+  v_position integer := 0;
+  v_seen integer := 0;
+begin
+  if not pg_catalog.pg_try_advisory_xact_lock(private.realtime_publish_lock_key()) then
+    return v_stats;
+  end if;
+  select * into v_state from private.realtime_publisher;
+
+  -- The head: exact positions, every call (claims move them all).
+  for v_job in select * from private.queued_in_claim_order(v_head) loop
+    v_position := v_position + 1;
+    perform private.publish_place(v_job, v_position, p_now);
+    v_last := v_job;
+  end loop;
+
+  -- The rest: the next slice of the walk, which starts behind the head, goes to the back of the queue, then
+  -- starts again. A slice is a run of consecutive positions: one count places it.
+  if v_position = v_head and (v_state.walked_at is null or v_state.walked_at <= p_now - interval '1 second') then
+    if v_state.walk_after_id is not null then
+      v_last.priority_rank := v_state.walk_after_rank;
+      v_last.created_at := v_state.walk_after_created_at;
+      v_last.id := v_state.walk_after_id;
+    end if;
+    for v_job in
+      select * from private.queued_in_claim_order(v_walk, v_last.priority_rank, v_last.created_at, v_last.id)
+    loop
+      v_position := case when v_seen = 0 then private.job_queue_position(v_job) else v_position + 1 end;
+      v_seen := v_seen + 1;
+      if v_position > v_head then
+        perform private.publish_place(v_job, v_position, p_now);
+      end if;
+      v_last := v_job;
+    end loop;
+    update private.realtime_publisher
+       set walk_after_rank = case when v_seen = v_walk then v_last.priority_rank end,
+           walk_after_created_at = case when v_seen = v_walk then v_last.created_at end,
+           walk_after_id = case when v_seen = v_walk then v_last.id end,
+           walked_at = p_now;
+  end if;
+
+  -- The stats, when anything but the clock moved them.
+  if v_state.stats is distinct from v_stats - 'generated_at' - 'oldest_queued_seconds' then
+    perform realtime.send(v_stats, 'stats', 'queue:admin', true);
+    update private.realtime_publisher set stats = v_stats - 'generated_at' - 'oldest_queued_seconds';
+  end if;
+  return v_stats;
 end $$;
 
 --
@@ -871,6 +1032,99 @@ begin
                 when w.s > w.e then v_local >= w.s or v_local < w.e
                 else false end);
 end $$;
+
+--
+-- Name: queued_in_claim_order(integer, smallint, timestamp with time zone, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.queued_in_claim_order(p_limit integer, p_after_rank smallint DEFAULT NULL::smallint, p_after_created_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_after_id uuid DEFAULT NULL::uuid) RETURNS SETOF public.jobs
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  return query
+  with o as materialized (select private.priority_offsets() as off, private.claim_offsets() as claim_off)
+  select x.* from o
+   cross join (values (0::smallint), (1::smallint), (2::smallint)) pr(rank)
+   cross join lateral (
+     select j.* from public.jobs j
+      where j.status = 'queued' and j.priority_rank = pr.rank
+        -- one row comparison whatever the cursor, so that it is always the index scan's start
+        and (j.created_at, j.id) >
+            (case when p_after_rank is null then '-infinity'::timestamptz
+                  when o.off is not null then p_after_created_at - o.off[p_after_rank + 1] + o.off[pr.rank + 1]
+                  when pr.rank < p_after_rank then 'infinity'::timestamptz
+                  when pr.rank = p_after_rank then p_after_created_at
+                  else '-infinity'::timestamptz end,
+             -- a tie on the claim key goes to the higher priority
+             case when pr.rank < p_after_rank then 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid
+                  when pr.rank = p_after_rank then p_after_id
+                  else '00000000-0000-0000-0000-000000000000'::uuid end)
+      order by j.created_at, j.id
+      limit p_limit) x
+   order by x.created_at - o.claim_off[x.priority_rank + 1], x.priority_rank, x.created_at, x.id
+   limit p_limit;
+end $$;
+
+--
+-- Name: realtime_exact_positions(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.realtime_exact_positions() RETURNS integer
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$ select 10 $$;
+
+--
+-- Name: realtime_job_marks; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE UNLOGGED TABLE private.realtime_job_marks (
+    job_id uuid NOT NULL,
+    queue_position integer,
+    estimated_wait_seconds integer,
+    wait_reason text,
+    sent_at timestamp with time zone NOT NULL
+);
+
+--
+-- Name: TABLE realtime_job_marks; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.realtime_job_marks IS 'The place (position, estimate, wait reason) the last job event of each queued job announced; publish_queue_changes sends another only when it moved meaningfully. Written by the publisher and the jobs__broadcast trigger; a finished job''s mark is deleted.';
+
+--
+-- Name: realtime_place_moved(private.realtime_job_marks, jsonb, integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.realtime_place_moved(p_mark private.realtime_job_marks, p_job jsonb, p_exact integer) RETURNS boolean
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+declare
+  v_position integer := (p_job ->> 'queue_position')::integer;
+  v_estimate integer := (p_job ->> 'estimated_wait_seconds')::integer;
+begin
+  return p_mark.job_id is null
+      or p_mark.wait_reason is distinct from p_job ->> 'wait_reason'
+      or coalesce(p_mark.queue_position <> v_position
+                  and (least(p_mark.queue_position, v_position) <= p_exact
+                       or abs(p_mark.queue_position - v_position) * 5 >= p_mark.queue_position), false)
+      or (p_mark.estimated_wait_seconds is null) <> (v_estimate is null)
+      or coalesce(abs(p_mark.estimated_wait_seconds - v_estimate) >= greatest(30, p_mark.estimated_wait_seconds / 5),
+                  false);
+end $$;
+
+--
+-- Name: realtime_publish_lock_key(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.realtime_publish_lock_key() RETURNS bigint
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select pg_catalog.hashtextextended('video_queue.realtime_publish', 0)
+$$;
 
 --
 -- Name: render_seconds(text, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
@@ -1051,6 +1305,26 @@ begin
                                   else greatest(0, floor(extract(epoch from (p_now - v_oldest))))::bigint end,
     'generated_at', p_now);
 end $$;
+
+--
+-- Name: can_receive_realtime_topic(text); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.can_receive_realtime_topic(p_topic text) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+begin
+  if p_topic = 'queue:admin' then
+    return private.is_queue_admin();
+  end if;
+  if p_topic !~* '^job:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    return false;
+  end if;
+  return private.is_queue_admin()
+      or exists (select 1 from public.jobs j
+                  where j.id = substr(p_topic, 5)::uuid and j.user_id is not null and j.user_id = auth.uid());
+end $_$;
 
 --
 -- Name: cancel_job(uuid, text, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
@@ -1495,6 +1769,17 @@ begin
 end $$;
 
 --
+-- Name: publish_queue_changes(timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.publish_queue_changes(p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select private.publish_queue_changes(p_now)
+$$;
+
+--
 -- Name: record_heartbeat(uuid, integer, text, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
 --
 
@@ -1661,6 +1946,26 @@ begin
   end if;
   return public.get_queue_stats(p_now);
 end $$;
+
+--
+-- Name: realtime_publisher; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.realtime_publisher (
+    singleton boolean DEFAULT true NOT NULL,
+    walk_after_rank smallint,
+    walk_after_created_at timestamp with time zone,
+    walk_after_id uuid,
+    walked_at timestamp with time zone,
+    stats jsonb,
+    CONSTRAINT realtime_publisher_singleton_check CHECK (singleton)
+);
+
+--
+-- Name: TABLE realtime_publisher; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.realtime_publisher IS 'publish_queue_changes''s state (one row): the last job its walk through the rest of the queue looked at (claim order), when, and the stats last sent on queue:admin.';
 
 --
 -- Name: job_attempts; Type: TABLE; Schema: public; Owner: -
@@ -1874,6 +2179,20 @@ CREATE TABLE public.renderers (
 COMMENT ON COLUMN public.renderers.paused IS 'This renderer starts nothing new while true (POST /status/pause {"renderer"}); running jobs finish.';
 
 --
+-- Name: realtime_job_marks realtime_job_marks_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.realtime_job_marks
+    ADD CONSTRAINT realtime_job_marks_pkey PRIMARY KEY (job_id);
+
+--
+-- Name: realtime_publisher realtime_publisher_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.realtime_publisher
+    ADD CONSTRAINT realtime_publisher_pkey PRIMARY KEY (singleton);
+
+--
 -- Name: job_attempts job_attempts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -2064,6 +2383,24 @@ CREATE TRIGGER _500_count_queued_truncate AFTER TRUNCATE ON public.jobs FOR EACH
 CREATE TRIGGER _500_count_queued_update AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_depth_after_update();
 
 --
+-- Name: jobs _600_broadcast_change; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _600_broadcast_change AFTER UPDATE ON public.jobs FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) OR (old.stage IS DISTINCT FROM new.stage) OR (old.progress IS DISTINCT FROM new.progress))) EXECUTE FUNCTION private.jobs__broadcast();
+
+--
+-- Name: job_queue_config _600_publish_pause; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _600_publish_pause AFTER UPDATE OF paused ON public.job_queue_config FOR EACH ROW WHEN ((old.paused IS DISTINCT FROM new.paused)) EXECUTE FUNCTION private.paused__publish();
+
+--
+-- Name: renderers _600_publish_pause; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _600_publish_pause AFTER UPDATE OF paused ON public.renderers FOR EACH ROW WHEN ((old.paused IS DISTINCT FROM new.paused)) EXECUTE FUNCTION private.paused__publish();
+
+--
 -- Name: jobs _900_touch_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -2130,6 +2467,18 @@ ALTER TABLE ONLY public.jobs
 
 ALTER TABLE ONLY public.render_endpoints
     ADD CONSTRAINT render_endpoints_renderer_fkey FOREIGN KEY (renderer) REFERENCES public.renderers(name);
+
+--
+-- Name: realtime_job_marks; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.realtime_job_marks ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: realtime_publisher; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.realtime_publisher ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: job_attempts; Type: ROW SECURITY; Schema: public; Owner: -
@@ -2281,6 +2630,12 @@ REVOKE ALL ON FUNCTION private.job_to_json(p_job public.jobs, p_now timestamp wi
 GRANT ALL ON FUNCTION private.job_to_json(p_job public.jobs, p_now timestamp with time zone) TO service_role;
 
 --
+-- Name: FUNCTION job_to_json_at(p_job public.jobs, p_position integer, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.job_to_json_at(p_job public.jobs, p_position integer, p_now timestamp with time zone) FROM PUBLIC;
+
+--
 -- Name: FUNCTION job_wait_estimate(p_job public.jobs, p_position integer, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
@@ -2291,6 +2646,12 @@ REVOKE ALL ON FUNCTION private.job_wait_estimate(p_job public.jobs, p_position i
 --
 
 REVOKE ALL ON FUNCTION private.job_wait_reason(p_job public.jobs, p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION jobs__broadcast(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs__broadcast() FROM PUBLIC;
 
 --
 -- Name: FUNCTION jobs__complete_status(); Type: ACL; Schema: private; Owner: -
@@ -2342,10 +2703,22 @@ REVOKE ALL ON FUNCTION private.jobs_touch_updated_at() FROM PUBLIC;
 REVOKE ALL ON FUNCTION private.lock_current_attempt(p_job_id uuid, p_attempt integer, p_token text, p_allow_completed_repeat boolean, p_now timestamp with time zone) FROM PUBLIC;
 
 --
+-- Name: FUNCTION mark_job_place(p_job jsonb, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.mark_job_place(p_job jsonb, p_now timestamp with time zone) FROM PUBLIC;
+
+--
 -- Name: FUNCTION next_peak_boundary(p_after timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.next_peak_boundary(p_after timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION paused__publish(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.paused__publish() FROM PUBLIC;
 
 --
 -- Name: FUNCTION priority_offsets(); Type: ACL; Schema: private; Owner: -
@@ -2358,6 +2731,24 @@ REVOKE ALL ON FUNCTION private.priority_offsets() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION private.prune_finished_jobs(p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION publish_job(p_job jsonb); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.publish_job(p_job jsonb) FROM PUBLIC;
+
+--
+-- Name: FUNCTION publish_place(p_job public.jobs, p_position integer, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.publish_place(p_job public.jobs, p_position integer, p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION publish_queue_changes(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.publish_queue_changes(p_now timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION queue_capacity(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
@@ -2382,6 +2773,30 @@ REVOKE ALL ON FUNCTION private.queue_depth_add(p_rank smallint, p_delta bigint) 
 --
 
 REVOKE ALL ON FUNCTION private.queue_is_peak(p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION queued_in_claim_order(p_limit integer, p_after_rank smallint, p_after_created_at timestamp with time zone, p_after_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.queued_in_claim_order(p_limit integer, p_after_rank smallint, p_after_created_at timestamp with time zone, p_after_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION realtime_exact_positions(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.realtime_exact_positions() FROM PUBLIC;
+
+--
+-- Name: FUNCTION realtime_place_moved(p_mark private.realtime_job_marks, p_job jsonb, p_exact integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.realtime_place_moved(p_mark private.realtime_job_marks, p_job jsonb, p_exact integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION realtime_publish_lock_key(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.realtime_publish_lock_key() FROM PUBLIC;
 
 --
 -- Name: FUNCTION render_seconds(p_renderer text, p_job_type text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
@@ -2419,6 +2834,14 @@ REVOKE ALL ON FUNCTION private.set_job_state(p_job public.jobs, p_status text, p
 
 REVOKE ALL ON FUNCTION public.get_queue_stats(p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.get_queue_stats(p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION can_receive_realtime_topic(p_topic text); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.can_receive_realtime_topic(p_topic text) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.can_receive_realtime_topic(p_topic text) TO authenticated;
+GRANT ALL ON FUNCTION queue.can_receive_realtime_topic(p_topic text) TO service_role;
 
 --
 -- Name: FUNCTION cancel_job(p_job_id uuid, p_reason text, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
@@ -2495,6 +2918,13 @@ GRANT ALL ON FUNCTION queue.list_jobs(p_status text, p_limit integer, p_now time
 
 REVOKE ALL ON FUNCTION queue.mark_endpoint_unhealthy(p_endpoint_id uuid, p_cooldown_seconds integer, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.mark_endpoint_unhealthy(p_endpoint_id uuid, p_cooldown_seconds integer, p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION publish_queue_changes(p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.publish_queue_changes(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.publish_queue_changes(p_now timestamp with time zone) TO service_role;
 
 --
 -- Name: FUNCTION record_heartbeat(p_job_id uuid, p_attempt integer, p_token text, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -

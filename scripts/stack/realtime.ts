@@ -17,8 +17,9 @@
 //     meta {"id"}), as Realtime does from the WAL;
 //   - a client's own broadcast: on a private channel only when an insert policy lets its role write the topic
 //     (probed the same way), else dropped; relayed to the topic's other channels.
-// Not implemented: presence, postgres_changes, replay, rate limits, serializer 1.0.0. Broadcast is best
-// effort here as there (API.md): messages committed while the stand-in is down or not listening are lost.
+// Not implemented: presence, postgres_changes, replay, broadcast acks, rate limits, serializer 1.0.0.
+// Broadcast is best effort here as there (API.md): messages committed while the stand-in is down or not
+// listening are lost.
 import postgres from "postgres";
 import { HttpError, inTransaction, isSecretKey, verifyUserToken } from "../../shared/mod.ts";
 
@@ -264,7 +265,7 @@ export function startRealtime(
     if (topic === "phoenix" && event === "heartbeat") return reply(client, f, "ok", {});
     if (event === "phx_join") return void join(client, f);
     const channel = client.channels.get(topic);
-    if (!channel) return; // not joined (Phoenix answers unmatched topics with nothing useful either)
+    if (!channel) return reply(client, f, "error", { reason: "unmatched topic" }); // as Phoenix answers
     switch (event) {
       case "phx_leave":
         reply(client, f, "ok", {});
