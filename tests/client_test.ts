@@ -421,10 +421,13 @@ test("waitForCompletion over Realtime: with polling all but off, every place and
   await db`update job_queue_config set max_concurrent_renders = 1, peak_worker_multiplier = 1`;
   const [first, owner] = await Promise.all([mintUser(), mintUser()]);
   const ahead = (await queueAs(first.token).enqueue(doubt("What is the Preamble?"))).job;
-  let reads = 0;
-  const counting: typeof fetch = (input, init) => {
-    if (String(input instanceof Request ? input.url : input).includes("/status?")) reads += 1;
-    return fetch(input, init);
+  let reads = 0; // status reads answered
+  const counting: typeof fetch = async (input, init) => {
+    const res = await fetch(input, init);
+    if (!String(input instanceof Request ? input.url : input).includes("/status?")) return res;
+    const body = await res.text(); // answered in full: the wait takes it from here without further I/O
+    reads += 1;
+    return new Response(body, res);
   };
   // It reads the status at the start and once subscribed, then not for a minute: all else comes by broadcast.
   const queue = createQueueClient(supabaseAs(owner.token, { fetch: counting }), {
