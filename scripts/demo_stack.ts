@@ -1,5 +1,5 @@
 // The demo's world: a local stack and two reference renderers, registered for every renderer kind, with
-// the demo's capacity. It talks to the stack only over HTTP and with SQL on tables; `await using` stops it.
+// the demo's capacity (the demo talks to the queue with the typed client); `await using` stops it.
 import postgres from "postgres";
 import { type SpawnedRenderer, spawnRenderer } from "../renderer/spawn.ts";
 import { stackDir, type StackEnv, startStack, stopStack } from "./stack/stack.ts";
@@ -22,8 +22,6 @@ export interface DemoStack extends AsyncDisposable {
   admin: LocalUser;
   /** A new signed-in user. */
   newUser(): Promise<LocalUser>;
-  /** Calls a function as `token`'s user; the parsed body, or an error naming the answer. */
-  call<T = Record<string, unknown>>(token: string, path: string, init?: RequestInit): Promise<T>;
 }
 
 /**
@@ -71,15 +69,6 @@ export async function demoStack(say: (line: string) => void = console.log): Prom
   );
   say(`Capacity: 4 renders at once (×peak multiplier inside peak hours), at most 2 Manim.`);
 
-  const call = async <T>(token: string, path: string, init: RequestInit = {}): Promise<T> => {
-    const res = await fetch(`${env.FUNCTIONS_URL}/${path}`, {
-      ...init,
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    });
-    const body = await res.json();
-    if (!res.ok) throw new Error(`${path}: ${res.status} ${JSON.stringify(body.error)}`);
-    return body;
-  };
   const admin = await createUser(env, sql, { admin: true });
   const stopAll = cleanup.move(); // from here on, the caller's `await using` stops everything
   return {
@@ -88,7 +77,6 @@ export async function demoStack(say: (line: string) => void = console.log): Prom
     renderers,
     admin,
     newUser: () => createUser(env, sql),
-    call,
     [Symbol.asyncDispose]: () => stopAll.disposeAsync(),
   };
 }

@@ -4,51 +4,10 @@ import type postgres from "postgres";
 import type { Caller, ServiceCaller } from "./auth.ts";
 import { asCaller } from "./db.ts";
 import type { QueueMetrics } from "./metrics.ts";
-import type { EnqueueRequest } from "./schemas.ts";
+import type { EnqueueRequest, Job, Stats } from "./schemas.ts";
 
-/** API.md's Job, as public.job_to_json() builds it. */
-export type Job = {
-  id: string;
-  job_type: string;
-  priority: string;
-  status: "queued" | "processing" | "completed" | "failed" | "cancelled";
-  renderer: string;
-  payload: Record<string, unknown>;
-  queue_position: number | null;
-  estimated_wait_seconds: number | null;
-  progress: number;
-  stage: string | null;
-  retry_count: number;
-  max_retries: number;
-  next_attempt_at: string | null;
-  error_message: string | null;
-  result: Record<string, unknown> | null;
-  /** Why a queued job has not started (API.md's codes, first that applies); null unless queued. */
-  wait_reason:
-    | "paused"
-    | "scheduled"
-    | "retry_backoff"
-    | "no_endpoint"
-    | "user_limit"
-    | "renderer_busy"
-    | "capacity"
-    | "behind"
-    | null;
-  /** Whether estimated_wait_seconds rests on recent render times or the configured default; null unless queued. */
-  estimate_basis: "history" | "default" | null;
-  expires_at: string | null;
-  created_at: string;
-  started_at: string | null;
-  completed_at: string | null;
-  updated_at: string;
-};
-
-/** API.md's Stats (what get_queue_stats() returns). */
-export type Stats = Record<string, unknown> & {
-  queued: number;
-  processing: number;
-  capacity: { max_concurrent: number; effective: number; peak: boolean; multiplier: number };
-};
+// Job and Stats are the response schemas' types (schemas.ts), the one description of API.md's shapes.
+export type { Job, Stats } from "./schemas.ts";
 
 /** One job claimed by a worker pass: everything needed to dispatch it. */
 export type Claim = {
