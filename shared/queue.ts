@@ -4,7 +4,7 @@ import type postgres from "postgres";
 import type { Caller, ServiceCaller } from "./auth.ts";
 import { asCaller } from "./db.ts";
 import type { QueueMetrics } from "./metrics.ts";
-import type { EnqueueRequest } from "./schemas.ts";
+import type { EnqueueRequest, JobListFilters } from "./schemas.ts";
 
 /** API.md's Job, as public.job_to_json() builds it. */
 export type Job = {
@@ -48,6 +48,25 @@ export type Stats = Record<string, unknown> & {
   queued: number;
   processing: number;
   capacity: { max_concurrent: number; effective: number; peak: boolean; multiplier: number };
+};
+
+/** One hour of `GET /status?view=history`: jobs that ended completed or failed in it. */
+export type HourOutcomes = { hour: string; completed: number; failed: number };
+
+/** `GET /status?view=alerts`: what get_queue_alerts() returns. */
+export type QueueAlerts = {
+  thresholds: { queue_depth: number; oldest_queued_seconds: number; failure_rate: number };
+  active: QueueAlert[];
+  generated_at: string;
+};
+export type QueueAlert = {
+  kind: "queue_depth" | "oldest_queued" | "failure_rate" | "no_healthy_endpoint";
+  /** The figure that crossed its threshold (jobs, seconds, a 0..1 rate, or queued jobs for a renderer). */
+  value: number;
+  threshold: number;
+  /** Set for no_healthy_endpoint. */
+  renderer?: string;
+  message: string;
 };
 
 /** One job claimed by a worker pass: everything needed to dispatch it. */
@@ -94,12 +113,27 @@ export function getJob(caller: Caller, jobId: string): Promise<Job> {
   return asCaller(caller, (tx) => tx`select queue.get_job(p_job_id => ${jobId}::uuid) as result`);
 }
 
-export function listJobs(caller: Caller, status?: string, limit?: number): Promise<Job[]> {
+/** Admin: jobs newest first, filtered (an unknown job type or renderer is VQ400). */
+export function listJobs(caller: Caller, filters: JobListFilters = {}): Promise<Job[]> {
   return asCaller(
     caller,
     (tx) =>
-      tx`select queue.list_jobs(p_status => ${status ?? null}, p_limit => ${limit ?? 50}::int) as result`,
+      tx`select queue.list_jobs(p_status => ${filters.status ?? null}, p_job_type => ${
+        filters.job_type ?? null
+      },
+           p_renderer => ${filters.renderer ?? null}, p_user_id => ${filters.user_id ?? null}::uuid,
+           p_limit => ${filters.limit ?? 50}::int) as result`,
   );
+}
+
+/** Admin: completed and failed jobs per hour, the last 24 hours, oldest first. */
+export function getQueueHistory(caller: Caller): Promise<HourOutcomes[]> {
+  return asCaller(caller, (tx) => tx`select queue.get_queue_history() as result`);
+}
+
+/** Admin: the alert thresholds (job_queue_config.alert_*) and the alerts in force. */
+export function getQueueAlerts(caller: Caller): Promise<QueueAlerts> {
+  return asCaller(caller, (tx) => tx`select queue.get_queue_alerts() as result`);
 }
 
 /** Admin: pauses or resumes the whole queue (no renderer) or one renderer; answers the stats. */

@@ -1,0 +1,166 @@
+-- What the operator's dashboard reads (issue 14), all admin-only and cheap with a million finished jobs:
+--   list_jobs gains filters by type, renderer and user (restated; the old signature is dropped);
+--   get_queue_history: completed and failed jobs per hour over the last 24 hours (the jobs_finished index);
+--   get_queue_alerts: configurable thresholds (job_queue_config.alert_*) and the alerts in force now.
+
+alter table public.job_queue_config
+  add column alert_queue_depth integer not null default 100 check (alert_queue_depth > 0),
+  add column alert_oldest_queued_seconds integer not null default 900 check (alert_oldest_queued_seconds > 0),
+  add column alert_failure_rate numeric(4, 3) not null default 0.2
+    check (alert_failure_rate > 0 and alert_failure_rate <= 1);
+comment on column public.job_queue_config.alert_queue_depth is
+  'Alert (dashboard, get_queue_alerts) when at least this many jobs are queued.';
+comment on column public.job_queue_config.alert_oldest_queued_seconds is
+  'Alert when the oldest queued job has waited at least this many seconds.';
+comment on column public.job_queue_config.alert_failure_rate is
+  'Alert when at least this share (0..1] of the jobs finished in the last hour failed (from 5 finished jobs on).';
+
+-- The filtered lists read newest first within one status (failed jobs among a million completed ones).
+create index jobs_status_created on public.jobs (status, created_at);
+
+drop function queue.list_jobs(text, integer, timestamptz);
+
+-- list_jobs: jobs newest first, each filter optional (status, job type, renderer, owner), at most 200. Admins only.
+create function queue.list_jobs(p_status text default null, p_job_type text default null,
+                                p_renderer text default null, p_user_id uuid default null,
+                                p_limit integer default 50, p_now timestamptz default now())
+returns jsonb
+language plpgsql stable security definer set search_path = '' as $$
+begin
+  if not private.is_queue_admin() then
+    raise exception 'only an admin may list jobs' using errcode = 'VQ403';
+  end if;
+  if p_status is not null and p_status not in ('queued', 'processing', 'completed', 'failed', 'cancelled') then
+    raise exception 'status must be one of queued, processing, completed, failed, cancelled' using errcode = 'VQ400';
+  end if;
+  if p_job_type is not null and not exists (select 1 from public.job_types t where t.job_type = p_job_type) then
+    raise exception 'unknown job_type "%"', p_job_type using errcode = 'VQ400',
+      hint = format('Use one of: %s.', (select string_agg(t.job_type, ', ' order by t.job_type) from public.job_types t));
+  end if;
+  if p_renderer is not null and not exists (select 1 from public.renderers r where r.name = p_renderer) then
+    raise exception 'unknown renderer "%"', p_renderer using errcode = 'VQ400',
+      hint = format('Use one of: %s.', (select string_agg(r.name, ', ' order by r.name) from public.renderers r));
+  end if;
+  if p_limit is null or p_limit < 1 or p_limit > 200 then
+    raise exception 'limit must be between 1 and 200' using errcode = 'VQ400';
+  end if;
+  return coalesce((
+    select jsonb_agg(private.job_to_json(j, p_now) order by j.created_at desc, j.id desc)
+      from (select * from public.jobs j
+             where (p_status is null or j.status = p_status)
+               and (p_job_type is null or j.job_type = p_job_type)
+               and (p_renderer is null or j.renderer = p_renderer)
+               and (p_user_id is null or j.user_id = p_user_id)
+             order by j.created_at desc, j.id desc limit p_limit) j), '[]'::jsonb);
+end $$;
+
+-- get_queue_history: completed and failed jobs per hour (hours of peak_time_zone), the 24 hours up to p_now,
+-- oldest first; the current hour is the last and still running. Admins only.
+create function queue.get_queue_history(p_now timestamptz default now())
+returns jsonb
+language plpgsql stable security definer set search_path = '' as $$
+declare
+  v_tz text;
+  v_first timestamptz;
+begin
+  if not private.is_queue_admin() then
+    raise exception 'only an admin may read the queue history' using errcode = 'VQ403';
+  end if;
+  select c.peak_time_zone into v_tz from public.job_queue_config c limit 1;
+  v_first := pg_catalog.date_trunc('hour', p_now, v_tz) - interval '23 hours';
+  return (
+    select jsonb_agg(jsonb_build_object('hour', h.hour, 'completed', coalesce(f.completed, 0),
+                                        'failed', coalesce(f.failed, 0)) order by h.hour)
+      from pg_catalog.generate_series(v_first, v_first + interval '23 hours', interval '1 hour') h(hour)
+      left join (
+        -- a range of the jobs_finished index (completed_at, status): only the last day's rows are read
+        select pg_catalog.date_trunc('hour', j.completed_at, v_tz) as hour,
+               count(*) filter (where j.status = 'completed') as completed,
+               count(*) filter (where j.status = 'failed') as failed
+          from public.jobs j
+         where j.completed_at >= v_first and j.completed_at <= p_now
+         group by 1) f on f.hour = h.hour);
+end $$;
+
+-- get_queue_alerts: the thresholds and the alerts in force: queue too deep, oldest job waiting too long, too
+-- many failures in the last hour, a renderer in use with no healthy endpoint. Admins only.
+create function queue.get_queue_alerts(p_now timestamptz default now())
+returns jsonb
+language plpgsql stable security definer set search_path = '' as $$
+declare
+  v_cfg public.job_queue_config;
+  v_stats jsonb;
+  v_hour record;
+  v_active jsonb := '[]'::jsonb;
+  v_rate numeric;
+begin
+  if not private.is_queue_admin() then
+    raise exception 'only an admin may read the queue alerts' using errcode = 'VQ403';
+  end if;
+  select * into v_cfg from public.job_queue_config limit 1;
+  v_stats := public.get_queue_stats(p_now); -- the same depth and age the stats show
+
+  if (v_stats ->> 'queued')::bigint >= v_cfg.alert_queue_depth then
+    v_active := v_active || jsonb_build_object('kind', 'queue_depth',
+      'value', (v_stats ->> 'queued')::bigint, 'threshold', v_cfg.alert_queue_depth,
+      'message', format('%s jobs are queued (alert at %s).', v_stats ->> 'queued', v_cfg.alert_queue_depth));
+  end if;
+
+  if (v_stats ->> 'oldest_queued_seconds')::bigint >= v_cfg.alert_oldest_queued_seconds then
+    v_active := v_active || jsonb_build_object('kind', 'oldest_queued',
+      'value', (v_stats ->> 'oldest_queued_seconds')::bigint, 'threshold', v_cfg.alert_oldest_queued_seconds,
+      'message', format('The oldest queued job has waited %s min (alert at %s min).',
+                        round((v_stats ->> 'oldest_queued_seconds')::numeric / 60),
+                        round(v_cfg.alert_oldest_queued_seconds::numeric / 60, 1)));
+  end if;
+
+  -- Terminal outcomes of the last hour (jobs_finished index); a rate needs at least 5 of them to mean much.
+  select count(*) filter (where j.status = 'failed') as failed, count(*) as finished
+    into v_hour
+    from public.jobs j
+   where j.completed_at > p_now - interval '1 hour' and j.completed_at <= p_now
+     and j.status in ('completed', 'failed');
+  if v_hour.finished >= 5 then
+    v_rate := round(v_hour.failed::numeric / v_hour.finished, 3);
+    if v_rate >= v_cfg.alert_failure_rate then
+      v_active := v_active || jsonb_build_object('kind', 'failure_rate',
+        'value', v_rate, 'threshold', v_cfg.alert_failure_rate,
+        'message', format('%s of the %s jobs finished in the last hour failed (%s%%; alert at %s%%).',
+                          v_hour.failed, v_hour.finished, round(v_rate * 100),
+                          round(v_cfg.alert_failure_rate * 100)));
+    end if;
+  end if;
+
+  -- A renderer is in use when it has endpoints registered or jobs waiting for it; healthy endpoints are
+  -- what claim_jobs may dispatch to (enabled, not cooling down).
+  select v_active || coalesce(jsonb_agg(jsonb_build_object('kind', 'no_healthy_endpoint', 'renderer', r.name,
+           'value', r.queued, 'threshold', 1,
+           'message', format('Renderer %s has no healthy render endpoint; %s queued jobs wait for it.',
+                             r.name, r.queued)) order by r.name), '[]'::jsonb)
+    into v_active
+    from (select r.name,
+                 (select count(*) from public.jobs j where j.status = 'queued' and j.renderer = r.name) as queued,
+                 exists (select 1 from public.render_endpoints e where e.renderer = r.name) as registered,
+                 exists (select 1 from public.render_endpoints e
+                          where e.renderer = r.name and not e.disabled
+                            and (e.unhealthy_until is null or e.unhealthy_until <= p_now)) as healthy
+            from public.renderers r) r
+   where not r.healthy and (r.registered or r.queued > 0);
+
+  return jsonb_build_object(
+    'thresholds', jsonb_build_object('queue_depth', v_cfg.alert_queue_depth,
+                                     'oldest_queued_seconds', v_cfg.alert_oldest_queued_seconds,
+                                     'failure_rate', v_cfg.alert_failure_rate),
+    'active', v_active,
+    'generated_at', p_now);
+end $$;
+
+revoke all on function queue.list_jobs(text, text, text, uuid, integer, timestamptz),
+                       queue.get_queue_history(timestamptz),
+                       queue.get_queue_alerts(timestamptz)
+  from public, anon;
+-- Admin-only, as list_jobs always was: they check private.is_queue_admin() inside.
+grant execute on function queue.list_jobs(text, text, text, uuid, integer, timestamptz),
+                          queue.get_queue_history(timestamptz),
+                          queue.get_queue_alerts(timestamptz)
+  to authenticated, service_role;
