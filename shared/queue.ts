@@ -69,6 +69,17 @@ export type QueueAlert = {
   message: string;
 };
 
+/** `GET /status?view=peak`: what get_peak_schedule() returns. */
+export type PeakSchedule = {
+  time_zone: string;
+  multiplier: number;
+  /** Local times "HH:MM" in time_zone; start > end crosses midnight. */
+  windows: { start: string; end: string; label: string | null }[];
+  peak: boolean;
+  /** The next start or end of a window, or null when there is none. */
+  next_boundary_at: string | null;
+};
+
 /** One job claimed by a worker pass: everything needed to dispatch it. */
 export type Claim = {
   job_id: string;
@@ -150,6 +161,11 @@ export function getQueueStats(caller: Caller): Promise<Stats> {
 
 export function getQueueMetrics(caller: Caller): Promise<QueueMetrics> {
   return asCaller(caller, (tx) => tx`select queue.get_queue_metrics() as result`);
+}
+
+/** Admin: the peak windows, the multiplier and the next window boundary. */
+export function getPeakSchedule(caller: Caller): Promise<PeakSchedule> {
+  return asCaller(caller, (tx) => tx`select queue.get_peak_schedule() as result`);
 }
 
 // The seed's queue-utils names, kept as thin reads of what SQL computes.

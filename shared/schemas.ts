@@ -157,11 +157,13 @@ export type JobListFilters = { [K in keyof typeof jobListFilters]?: z.infer<(typ
 
 /**
  * `GET /status` query: `job_id` for one job; for admins nothing (stats), `view=jobs` with filters (the job
- * list), `view=history` (24 hours of outcomes) or `view=alerts` (thresholds and alerts in force).
+ * list), `view=history` (24 hours of outcomes), `view=alerts` (thresholds and alerts in force) or
+ * `view=peak` (the peak windows).
  */
 export const StatusQuery = z.strictObject({
   job_id: jobId.optional(),
-  view: z.enum(["jobs", "history", "alerts"], "view must be jobs, history or alerts.").optional(),
+  view: z.enum(["jobs", "history", "alerts", "peak"], "view must be jobs, history, alerts or peak.")
+    .optional(),
   ...jobListFilters,
 }).superRefine((query, ctx) => {
   if (query.view === "jobs") return;

@@ -2,7 +2,7 @@
 // The SQL rules are in supabase/tests/15_dashboard_views.sql with an injected clock; these check the routes:
 // validation (400), who may call (401/403), and that each answer is what SQL computes.
 import assert from "node:assert/strict";
-import type { HourOutcomes, Job, QueueAlerts } from "../shared/mod.ts";
+import type { HourOutcomes, Job, PeakSchedule, QueueAlerts } from "../shared/mod.ts";
 import { db, env, fnUrl, mintUser, resetData, test } from "./harness.ts";
 
 // deno-lint-ignore no-explicit-any -- JSON bodies are checked field by field
@@ -148,14 +148,41 @@ test("the alerts follow the thresholds in job_queue_config", async () => {
   assert.match(depth!.message, /2 jobs are queued/);
 });
 
+test("the peak view lists the windows behind the stats' capacity.peak", async () => {
+  await resetData();
+  const admin = await mintUser({ admin: true });
+  await db`update job_queue_config set peak_hour_start = '06:00', peak_hour_end = '09:00'`;
+  await db`insert into peak_windows (starts_at, ends_at, label) values ('20:00', '23:00', 'evening')`;
+  const { status, body } = await get("status?view=peak", admin.token);
+  assert.equal(status, 200);
+  const peak = body.peak as PeakSchedule;
+  assert.deepEqual(peak.windows, [
+    { start: "06:00", end: "09:00", label: null },
+    { start: "20:00", end: "23:00", label: "evening" },
+  ]);
+  const stats = (await get("status", admin.token)).body.stats;
+  assert.equal(peak.peak, stats.capacity.peak, "the same answer as the stats");
+  assert.equal(peak.multiplier, stats.capacity.multiplier);
+  assert.ok(Date.parse(peak.next_boundary_at!) > Date.now());
+});
+
 test("only admins read the dashboard's views: a user gets 403, no credential 401", async () => {
   await resetData();
   const user = await mintUser();
-  for (const view of ["", "?view=jobs", "?view=jobs&status=failed", "?view=history", "?view=alerts"]) {
+  for (
+    const view of [
+      "",
+      "?view=jobs",
+      "?view=jobs&status=failed",
+      "?view=history",
+      "?view=alerts",
+      "?view=peak",
+    ]
+  ) {
     const refused = await get(`status${view}`, user.token);
     assert.equal(refused.status, 403, view);
     assert.equal(refused.body.error.code, "forbidden", view);
-    assert.equal(refused.body.jobs ?? refused.body.history ?? refused.body.alerts, undefined, "and no data");
+    assert.deepEqual(Object.keys(refused.body), ["error"], "and no data");
     const anonymous = await get(`status${view}`);
     assert.equal(anonymous.status, 401, view);
   }

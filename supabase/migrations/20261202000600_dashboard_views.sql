@@ -1,7 +1,8 @@
 -- What the operator's dashboard reads (issue 14), all admin-only and cheap with a million finished jobs:
 --   list_jobs gains filters by type, renderer and user (restated; the old signature is dropped);
 --   get_queue_history: completed and failed jobs per hour over the last 24 hours (the jobs_finished index);
---   get_queue_alerts: configurable thresholds (job_queue_config.alert_*) and the alerts in force now.
+--   get_queue_alerts: configurable thresholds (job_queue_config.alert_*) and the alerts in force now;
+--   get_peak_schedule: the peak windows behind the stats' capacity.peak, and when the next one starts or ends.
 
 alter table public.job_queue_config
   add column alert_queue_depth integer not null default 100 check (alert_queue_depth > 0),
@@ -155,12 +156,40 @@ begin
     'generated_at', p_now);
 end $$;
 
+-- get_peak_schedule: the peak windows (local times in peak_time_zone, start > end crosses midnight), the
+-- multiplier, whether p_now is in one and the next window start or end after p_now. Admins only.
+create function queue.get_peak_schedule(p_now timestamptz default now())
+returns jsonb
+language plpgsql stable security definer set search_path = '' as $$
+declare
+  v_cfg public.job_queue_config;
+begin
+  if not private.is_queue_admin() then
+    raise exception 'only an admin may read the peak schedule' using errcode = 'VQ403';
+  end if;
+  select * into v_cfg from public.job_queue_config limit 1;
+  return jsonb_build_object(
+    'time_zone', v_cfg.peak_time_zone,
+    'multiplier', v_cfg.peak_worker_multiplier,
+    'windows', coalesce((
+      select jsonb_agg(jsonb_build_object('start', to_char(w.s, 'HH24:MI'), 'end', to_char(w.e, 'HH24:MI'),
+                                          'label', w.label) order by w.s, w.e)
+        from (select v_cfg.peak_hour_start as s, v_cfg.peak_hour_end as e, null as label
+               where v_cfg.peak_hour_start <> v_cfg.peak_hour_end
+              union all
+              select pw.starts_at, pw.ends_at, pw.label from public.peak_windows pw) w), '[]'::jsonb),
+    'peak', private.queue_is_peak(p_now),
+    'next_boundary_at', private.next_peak_boundary(p_now));
+end $$;
+
 revoke all on function queue.list_jobs(text, text, text, uuid, integer, timestamptz),
                        queue.get_queue_history(timestamptz),
-                       queue.get_queue_alerts(timestamptz)
+                       queue.get_queue_alerts(timestamptz),
+                       queue.get_peak_schedule(timestamptz)
   from public, anon;
 -- Admin-only, as list_jobs always was: they check private.is_queue_admin() inside.
 grant execute on function queue.list_jobs(text, text, text, uuid, integer, timestamptz),
                           queue.get_queue_history(timestamptz),
-                          queue.get_queue_alerts(timestamptz)
+                          queue.get_queue_alerts(timestamptz),
+                          queue.get_peak_schedule(timestamptz)
   to authenticated, service_role;

@@ -1,7 +1,7 @@
 -- The dashboard's reads: filtered job lists, the 24-hour history, alerts with configurable thresholds.
 begin;
 \ir _setup.psql
-select plan(34);
+select plan(39);
 
 -- A finished job (completed or failed) that ended at p_end.
 create function pg_temp.finished(p_type text, p_status text, p_end timestamptz, p_user uuid default null)
@@ -51,6 +51,7 @@ select throws_ok($$select list_jobs(p_user_id => '00000000-0000-0000-0000-000000
                  'a user may not list jobs, not even their own');
 select throws_ok($$select get_queue_history()$$, 'VQ403', null, 'a user may not read the history');
 select throws_ok($$select get_queue_alerts()$$, 'VQ403', null, 'a user may not read the alerts');
+select throws_ok($$select get_peak_schedule()$$, 'VQ403', null, 'a user may not read the peak schedule');
 select pg_temp.as_anon();
 select throws_ok($$select queue.get_queue_history()$$, '42501', null, 'anon may not call the history at all');
 select pg_temp.as_service();
@@ -116,6 +117,21 @@ select is(array(select a ->> 'renderer' from jsonb_array_elements(get_queue_aler
           'a renderer in use with no healthy endpoint; an unused one without endpoints is no alert');
 select ok(not (get_queue_alerts(:'T'::timestamptz + interval '2 min') -> 'active') @> '[{"kind": "no_healthy_endpoint"}]',
           'the cool-down over: no endpoint alert');
+
+-- Peak schedule: the config's window and the rows of peak_windows, local times ----------------------------------
+insert into peak_windows (starts_at, ends_at, label) values ('22:00', '01:00', 'late revision');
+select is(get_peak_schedule(:'T') - 'next_boundary_at',
+          '{"time_zone": "Asia/Kolkata", "multiplier": 1.5, "peak": true,
+            "windows": [{"start": "06:00", "end": "21:00", "label": null},
+                        {"start": "22:00", "end": "01:00", "label": "late revision"}]}'::jsonb,
+          'windows in local time, the multiplier, in peak at 12:00');
+select is((get_peak_schedule(:'T') ->> 'next_boundary_at')::timestamptz, '2026-01-15 21:00+05:30'::timestamptz,
+          'at 12:00 the next change is the end of the day window');
+select is((get_peak_schedule('2026-01-15 21:30+05:30') ->> 'next_boundary_at')::timestamptz,
+          '2026-01-15 22:00+05:30'::timestamptz, 'off-peak at 21:30, until the late window starts');
+update job_queue_config set peak_hour_start = '00:00', peak_hour_end = '00:00';
+delete from peak_windows;
+select is(get_peak_schedule(:'T') -> 'windows', '[]'::jsonb, 'start = end: no window at all');
 
 select * from finish();
 rollback;

@@ -1,11 +1,13 @@
 // GET /status: one job (its owner or an admin); for admins the stats, a filtered job list (view=jobs), the
-// last 24 hours' outcomes (view=history) or the alerts in force (view=alerts); Prometheus metrics.
+// last 24 hours' outcomes (view=history), the alerts in force (view=alerts) or the peak windows (view=peak);
+// Prometheus metrics.
 // POST /status/retry: an admin puts a failed job back in the queue.
 // POST /status/pause, /status/resume: an admin pauses or resumes the queue, or one renderer.
 // Who is an admin is SQL's decision (is_queue_admin()): a non-admin gets its VQ403 as 403.
 import {
   authenticate,
   getJob,
+  getPeakSchedule,
   getQueueAlerts,
   getQueueHistory,
   getQueueMetrics,
@@ -46,6 +48,8 @@ export const handler = router("status", {
           return json({ history: await getQueueHistory(caller) });
         case "alerts":
           return json({ alerts: await getQueueAlerts(caller) });
+        case "peak":
+          return json({ peak: await getPeakSchedule(caller) });
         default:
           return json({ stats: await getQueueStats(caller) });
       }
