@@ -32,10 +32,17 @@ function stackConfig(name: string): DashboardConfig {
   try {
     env = readEnvFile(`${stackDir(name)}/env`);
   } catch {
-    fail(`no local stack "${name}" runs: start one with \`deno task stack start ${name}\`, or pass --supabase-url.`);
+    fail(
+      `no local stack "${name}" runs: start one with \`deno task stack start ${name}\`, or pass --supabase-url.`,
+    );
   }
   // The local stack has no Auth server (tokens are minted by its CLI) and no Realtime server (5 s refresh).
-  return { supabaseUrl: env!.SUPABASE_URL, publishableKey: env!.PUBLISHABLE_KEY, signIn: "token", realtime: false };
+  return {
+    supabaseUrl: env!.SUPABASE_URL,
+    publishableKey: env!.PUBLISHABLE_KEY,
+    signIn: "token",
+    realtime: false,
+  };
 }
 
 function fail(message: string): never {
@@ -48,7 +55,9 @@ await buildDashboard();
 const hosted = hostedConfig();
 if (buildOnly) {
   if (hosted) await Deno.writeTextFile(`${DIST_DIR}/config.json`, JSON.stringify(hosted, null, 2) + "\n");
-  console.log(`built ${DIST_DIR}${hosted ? " (with config.json)" : " (add a config.json beside index.html)"}`);
+  console.log(
+    `built ${DIST_DIR}${hosted ? " (with config.json)" : " (add a config.json beside index.html)"}`,
+  );
   Deno.exit(0);
 }
 const config = hosted ?? stackConfig(stack!);

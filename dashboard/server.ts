@@ -20,7 +20,10 @@ export async function dashboardFile(path: string, config: DashboardConfig): Prom
   const type = TYPES[name.split(".").pop() ?? ""];
   if (!/^[a-z0-9_.-]+$/i.test(name) || name.startsWith(".") || !type) return notFound();
   built ??= isBuilt().then((ok) => ok ? undefined : buildDashboard())
-    .catch((err) => { built = undefined; throw err; }); // a failed build is tried again on the next request
+    .catch((err) => {
+      built = undefined;
+      throw err;
+    }); // a failed build is tried again on the next request
   await built;
   try {
     const body = await Deno.readFile(`${DIST_DIR}/${name}`);

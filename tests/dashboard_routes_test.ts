@@ -145,7 +145,7 @@ test("the alerts follow the thresholds in job_queue_config", async () => {
     threshold: 2,
     message: undefined,
   });
-  assert.match(depth!.message, /2 jobs are queued/);
+  assert.match(depth!.message, /^2 jobs queued \(alert at 2\)/);
 });
 
 test("the peak view lists the windows behind the stats' capacity.peak", async () => {

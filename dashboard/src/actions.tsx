@@ -27,7 +27,10 @@ export function useActions(afterRun: () => void) {
     try {
       setOutcome({ ok: true, message: await pending.run() });
     } catch (err) {
-      setOutcome({ ok: false, message: `${pending.title} failed: ${err instanceof Error ? err.message : err}` });
+      setOutcome({
+        ok: false,
+        message: `${pending.title} failed: ${err instanceof Error ? err.message : err}`,
+      });
     } finally {
       setRunning(false);
       setPending(undefined);

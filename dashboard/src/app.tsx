@@ -110,7 +110,8 @@ function SignIn(
                 placeholder="eyJhbGciOi…"
               />
               <small class="muted">
-                Mint one with <code>deno task stack token &lt;stack&gt; --admin</code>. It is kept in this tab only.
+                Mint one with{" "}
+                <code>deno task stack token &lt;stack&gt; --admin</code>. It is kept in this tab only.
               </small>
             </label>
           )

@@ -17,7 +17,12 @@ export function HourlyCharts({ history }: { history: HourlyPoint[] }) {
           field="completed"
           color="#16a34a"
         />
-        <Chart title={`Failed per hour · ${failed} in all`} history={history} field="failed" color="#dc2626" />
+        <Chart
+          title={`Failed per hour · ${failed} in all`}
+          history={history}
+          field="failed"
+          color="#dc2626"
+        />
       </div>
       {completed + failed === 0 && <p class="muted small">No job finished in the last 24 hours.</p>}
     </section>
@@ -35,7 +40,7 @@ function Chart(
   },
 ) {
   const box = useRef<HTMLDivElement>(null);
-  const plot = useRef<uPlot>();
+  const plot = useRef<uPlot | null>(null);
   const data = (): uPlot.AlignedData => [
     history.map((h) => Date.parse(h.hour) / 1000),
     history.map((h) => h[field]),
@@ -43,25 +48,32 @@ function Chart(
 
   useEffect(() => {
     const el = box.current!;
-    plot.current = new uPlot({
-      width: el.clientWidth,
-      height: HEIGHT,
-      legend: { show: false },
-      cursor: { show: true, points: { show: false } },
-      scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(4, Math.ceil(max * 1.15))] } },
-      axes: [
-        { stroke: "#64748b", grid: { show: false }, ticks: { show: false }, space: 60 },
-        { stroke: "#64748b", grid: { stroke: "#e2e8f0" }, ticks: { show: false }, size: 36 },
-      ],
-      series: [{}, {
-        label: field,
-        stroke: color,
-        fill: `${color}cc`,
-        width: 0,
-        paths: uPlot.paths.bars!({ size: [0.7, 24] }),
-        points: { show: false },
-      }],
-    }, data(), el);
+    plot.current = new uPlot(
+      {
+        width: el.clientWidth,
+        height: HEIGHT,
+        legend: { show: false },
+        cursor: { show: true, points: { show: false } },
+        scales: {
+          x: { time: true },
+          y: { range: (_u, _min, max) => [0, Math.max(4, Math.ceil(max * 1.15))] },
+        },
+        axes: [
+          { stroke: "#64748b", grid: { show: false }, ticks: { show: false }, space: 60 },
+          { stroke: "#64748b", grid: { stroke: "#e2e8f0" }, ticks: { show: false }, size: 36 },
+        ],
+        series: [{}, {
+          label: field,
+          stroke: color,
+          fill: `${color}cc`,
+          width: 0,
+          paths: uPlot.paths.bars!({ size: [0.7, 24] }),
+          points: { show: false },
+        }],
+      },
+      data(),
+      el,
+    );
     const resize = new ResizeObserver(() => plot.current?.setSize({ width: el.clientWidth, height: HEIGHT }));
     resize.observe(el);
     return () => {

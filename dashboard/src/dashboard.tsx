@@ -8,7 +8,7 @@ import { HourlyCharts } from "./charts.tsx";
 import type { DashboardConfig } from "./config.ts";
 import { clock, clockSeconds, count, duration, percent } from "./format.ts";
 import { Jobs } from "./jobs.tsx";
-import { type DashboardData, type LiveState, LiveQueue, POLL_MS } from "./live.ts";
+import { type DashboardData, LiveQueue, type LiveState, POLL_MS } from "./live.ts";
 import type { Session } from "./session.ts";
 
 type Props = { config: DashboardConfig; session: Session; onSignOut: (why?: string) => void };
@@ -30,7 +30,13 @@ export function Dashboard({ config, session, onSignOut }: Props) {
   const { data } = state;
   return (
     <>
-      <Header state={state} who={session.who} onSignOut={() => onSignOut()} ask={actions.ask} session={session} />
+      <Header
+        state={state}
+        who={session.who}
+        onSignOut={() => onSignOut()}
+        ask={actions.ask}
+        session={session}
+      />
       <main class="page" aria-busy={!data}>
         <OutcomeBanner outcome={actions.outcome} onClose={actions.clearOutcome} />
         {state.error && (
@@ -92,7 +98,7 @@ function Header(
         <h1>Video queue</h1>
         <span class="live" data-mode={state.mode}>
           {state.mode === "realtime" ? "● Live" : `Refreshing every ${POLL_MS / 1000} s`}
-          {state.updatedAt && <> · updated {clockSeconds(state.updatedAt)}</>}
+          {state.updatedAt && <>· updated {clockSeconds(state.updatedAt)}</>}
         </span>
       </div>
       <div class="header-actions">
@@ -178,11 +184,21 @@ function Counters({ stats }: { stats: Stats }) {
   );
 }
 
-function Meter({ used, of, label }: { used: number; of: number; label: string }) {
+/** A bar of `used` against `of`; a capacity meter turns amber when full. */
+function Meter(
+  { used, of, label, capacity }: { used: number; of: number; label: string; capacity?: boolean },
+) {
   const share = of > 0 ? Math.min(100, (100 * used) / of) : used > 0 ? 100 : 0;
   return (
-    <span class="meter" role="meter" aria-label={label} aria-valuenow={used} aria-valuemin={0} aria-valuemax={of}>
-      <i style={{ width: `${share}%` }} class={share >= 100 ? "full" : ""} />
+    <span
+      class="meter"
+      role="meter"
+      aria-label={label}
+      aria-valuenow={used}
+      aria-valuemin={0}
+      aria-valuemax={of}
+    >
+      <i style={{ width: `${share}%` }} class={capacity && share >= 100 ? "full" : ""} />
     </span>
   );
 }
@@ -192,23 +208,23 @@ function Capacity(
 ) {
   const { capacity } = stats;
   const windows = peak.windows.map((w) => `${w.start}–${w.end}`).join(", ");
-  const next = peak.next_boundary_at ? clock(peak.next_boundary_at) : null;
+  const next = peak.next_boundary_at ? clock(peak.next_boundary_at, peak.time_zone) : null;
   return (
     <section class="panel" aria-labelledby="capacity-title">
       <h2 id="capacity-title">Capacity</h2>
       <div class="capacity-total">
         <div>
-          <b data-stat="capacity_in_use">{stats.processing}</b> of <b data-stat="effective">{capacity.effective}</b>{" "}
-          slots in use
+          <b data-stat="capacity_in_use">{stats.processing}</b> of{" "}
+          <b data-stat="effective">{capacity.effective}</b> slots in use
         </div>
-        <Meter used={stats.processing} of={capacity.effective} label="Capacity in use" />
+        <Meter used={stats.processing} of={capacity.effective} label="Capacity in use" capacity />
       </div>
       <p class="muted small" data-testid="peak">
         {capacity.peak
           ? <>Peak hours: ×{capacity.multiplier} on {capacity.max_concurrent}</>
           : <>Off-peak: {capacity.max_concurrent} (×{capacity.multiplier} in peak hours)</>}
         {windows ? ` · windows ${windows} (${peak.time_zone})` : " · no peak windows"}
-        {next && ` · ${capacity.peak ? "changes" : "next change"} at ${next}`}
+        {next && ` · ${capacity.peak ? "until" : "peak from"} ${next}`}
       </p>
       <table class="renderers">
         <thead>
@@ -229,7 +245,7 @@ function Capacity(
                 <span data-renderer-stat="processing">{r.processing}</span> / {r.limit}
               </td>
               <td class="wide">
-                <Meter used={r.processing} of={r.limit} label={`${name} load`} />
+                <Meter used={r.processing} of={r.limit} label={`${name} load`} capacity />
               </td>
               <td class="row-actions">
                 <button
@@ -280,8 +296,8 @@ function Priorities({ stats }: { stats: Stats }) {
         </tbody>
       </table>
       <p class="muted small">
-        Average wait {duration(stats.avg_wait_seconds)} · average render {duration(stats.avg_processing_seconds)}
-        {" "}
+        Average wait {duration(stats.avg_wait_seconds)} · average render{" "}
+        {duration(stats.avg_processing_seconds)}{" "}
         (jobs completed in the last hour){stats.throughput_last_hour > 0 &&
           ` · failure share today ${
             percent(stats.failed_today / Math.max(1, stats.failed_today + stats.completed_today))
@@ -306,7 +322,8 @@ function AccessDenied({ who, onSignOut }: { who: string; onSignOut: () => void }
         <h1>Access denied</h1>
         <p>
           <b>{who}</b>{" "}
-          is signed in but is not a queue admin. The dashboard shows queue data to admins only (a user whose{" "}
+          is signed in but is not a queue admin. The dashboard shows queue data to admins only (a user whose
+          {" "}
           <code>app_metadata.queue_role</code> is <code>"admin"</code>).
         </p>
         <button type="button" class="primary" onClick={onSignOut}>Sign in as someone else</button>

@@ -23,9 +23,14 @@ export function ago(iso: string | null, now: number): string {
   return new Date(iso).toLocaleDateString(undefined, { day: "numeric", month: "short" });
 }
 
-/** 14:05 (local), or in `timeZone`. */
-export function clock(iso: string | Date, timeZone?: string): string {
-  return new Date(iso).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", timeZone });
+/** 14:05 in `timeZone` (24-hour, as the peak windows are written). */
+export function clock(iso: string | Date, timeZone: string): string {
+  return new Date(iso).toLocaleTimeString("en-GB", {
+    hour: "2-digit",
+    minute: "2-digit",
+    hour12: false,
+    timeZone,
+  });
 }
 
 /** 14:05:31, local. */

@@ -46,7 +46,10 @@ export function Jobs({ jobs, loading, renderers, onQuery, ask, session }: Props)
         </label>
         <label>
           Type
-          <select name="job_type" onChange={(e) => set({ job_type: value(e) as Job["job_type"] | undefined })}>
+          <select
+            name="job_type"
+            onChange={(e) => set({ job_type: value(e) as Job["job_type"] | undefined })}
+          >
             <option value="">All</option>
             {JOB_TYPES.map((t) => <option value={t} key={t}>{t}</option>)}
           </select>
@@ -107,9 +110,7 @@ export function Jobs({ jobs, loading, renderers, onQuery, ask, session }: Props)
               </tr>
             </thead>
             <tbody>
-              {jobs.map((job) => (
-                <JobRow job={job} now={now} key={job.id} ask={ask} session={session} />
-              ))}
+              {jobs.map((job) => <JobRow job={job} now={now} key={job.id} ask={ask} session={session} />)}
             </tbody>
           </table>
         )}
@@ -120,33 +121,58 @@ export function Jobs({ jobs, loading, renderers, onQuery, ask, session }: Props)
 function JobRow({ job, now, ask, session }: { job: Job; now: number; ask: Props["ask"]; session: Session }) {
   return (
     <tr data-job-id={job.id} data-status={job.status}>
-      <td data-label="Job">
-        <code title={job.id}>{shortId(job.id)}</code>{" "}
-        <span class="job-type">{job.job_type}</span> <span class={`badge prio-${job.priority}`}>{job.priority}</span>
-      </td>
-      <td data-label="Status">
+      <Cell label="Job">
+        <code title={job.id}>{shortId(job.id)}</code> <span class="job-type">{job.job_type}</span>{" "}
+        <span class={`badge prio-${job.priority}`}>{job.priority}</span>
+      </Cell>
+      <Cell label="Status">
         <span class={`badge status-${job.status}`}>{job.status}</span>
-      </td>
-      <td data-label="Renderer">{job.renderer}</td>
-      <td data-label="Created">
+      </Cell>
+      <Cell label="Renderer">{job.renderer}</Cell>
+      <Cell label="Created">
         <time dateTime={job.created_at} title={new Date(job.created_at).toLocaleString()}>
           {ago(job.created_at, now)}
         </time>
-      </td>
-      <td data-label="Details" class="details">
+      </Cell>
+      <Cell label="Details" class="details">
         <JobDetails job={job} />
-      </td>
+      </Cell>
       <td class="row-actions">
         {job.status === "failed" && (
-          <button type="button" class="small" onClick={() => ask(retryAction(session, job))}>Retry</button>
+          <button
+            type="button"
+            class="small"
+            onClick={() => ask(retryAction(session, job))}
+          >
+            Retry
+          </button>
         )}
         {(job.status === "queued" || job.status === "processing") && (
-          <button type="button" class="small danger-outline" onClick={() => ask(cancelAction(session, job))}>
+          <button
+            type="button"
+            class="small danger-outline"
+            onClick={() => ask(cancelAction(session, job))}
+          >
             Cancel
           </button>
         )}
       </td>
     </tr>
+  );
+}
+
+/** A cell whose label shows beside it when the table is a list (phones); its content stays one block. */
+function Cell(
+  { label, class: className, children }: {
+    label: string;
+    class?: string;
+    children: preact.ComponentChildren;
+  },
+) {
+  return (
+    <td data-label={label} class={className}>
+      <div>{children}</div>
+    </td>
   );
 }
 
@@ -158,7 +184,9 @@ function JobDetails({ job }: { job: Job }) {
           <b>#{job.queue_position}</b>
           {job.estimated_wait_seconds === null
             ? " · no estimate"
-            : ` · ~${duration(job.estimated_wait_seconds)}${job.estimate_basis === "default" ? " (default)" : ""}`}
+            : ` · ~${duration(job.estimated_wait_seconds)}${
+              job.estimate_basis === "default" ? " (default)" : ""
+            }`}
           {job.wait_reason && <span class="reason">{WAIT_REASON_TEXT[job.wait_reason]}</span>}
         </span>
       );
@@ -166,7 +194,13 @@ function JobDetails({ job }: { job: Job }) {
       return (
         <span class="progress-cell" data-testid="progress">
           <span class="stage">{stageText(job.stage)}</span>
-          <span class="meter" role="progressbar" aria-valuenow={job.progress} aria-valuemin={0} aria-valuemax={100}>
+          <span
+            class="meter"
+            role="progressbar"
+            aria-valuenow={job.progress}
+            aria-valuemin={0}
+            aria-valuemax={100}
+          >
             <i style={{ width: `${job.progress}%` }} />
           </span>
           <span class="pct">{job.progress}%</span>
@@ -176,7 +210,7 @@ function JobDetails({ job }: { job: Job }) {
       return (
         <span class="error-text" data-testid="error">
           {job.error_message}
-          <span class="muted"> · {job.retry_count}/{job.max_retries} retries</span>
+          <span class="muted">· {job.retry_count}/{job.max_retries} retries</span>
         </span>
       );
     case "completed": {

@@ -30,7 +30,9 @@ export async function restoreSession(config: DashboardConfig): Promise<Session |
 /** Signs in with an access token (local stack); throws when it is not a JWT at all. */
 export function signInWithToken(config: DashboardConfig, token: string): Session {
   const trimmed = token.trim().replace(/^Bearer\s+/i, "");
-  if (!claimsOf(trimmed)) throw new Error("That is not an access token (a JWT of three dot-separated parts).");
+  if (!claimsOf(trimmed)) {
+    throw new Error("That is not an access token (a JWT of three dot-separated parts).");
+  }
   sessionStorage.setItem(TOKEN_KEY, trimmed);
   return tokenSession(config, trimmed);
 }

@@ -83,6 +83,12 @@ begin
          group by 1) f on f.hour = h.hour);
 end $$;
 
+-- jobs_text: "1 job", "3 jobs", for messages people read. Internal.
+create function private.jobs_text(p_n bigint) returns text
+language sql immutable set search_path = '' as $$
+  select p_n || case when p_n = 1 then ' job' else ' jobs' end
+$$;
+
 -- get_queue_alerts: the thresholds and the alerts in force: queue too deep, oldest job waiting too long, too
 -- many failures in the last hour, a renderer in use with no healthy endpoint. Admins only.
 create function queue.get_queue_alerts(p_now timestamptz default now())
@@ -104,7 +110,8 @@ begin
   if (v_stats ->> 'queued')::bigint >= v_cfg.alert_queue_depth then
     v_active := v_active || jsonb_build_object('kind', 'queue_depth',
       'value', (v_stats ->> 'queued')::bigint, 'threshold', v_cfg.alert_queue_depth,
-      'message', format('%s jobs are queued (alert at %s).', v_stats ->> 'queued', v_cfg.alert_queue_depth));
+      'message', format('%s queued (alert at %s).', private.jobs_text((v_stats ->> 'queued')::bigint),
+                        v_cfg.alert_queue_depth));
   end if;
 
   if (v_stats ->> 'oldest_queued_seconds')::bigint >= v_cfg.alert_oldest_queued_seconds then
@@ -136,8 +143,8 @@ begin
   -- what claim_jobs may dispatch to (enabled, not cooling down).
   select v_active || coalesce(jsonb_agg(jsonb_build_object('kind', 'no_healthy_endpoint', 'renderer', r.name,
            'value', r.queued, 'threshold', 1,
-           'message', format('Renderer %s has no healthy render endpoint; %s queued jobs wait for it.',
-                             r.name, r.queued)) order by r.name), '[]'::jsonb)
+           'message', format('Renderer %s has no healthy render endpoint; %s waiting for it.',
+                             r.name, private.jobs_text(r.queued))) order by r.name), '[]'::jsonb)
     into v_active
     from (select r.name,
                  (select count(*) from public.jobs j where j.status = 'queued' and j.renderer = r.name) as queued,
