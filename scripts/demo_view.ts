@@ -1,6 +1,6 @@
 // What `deno task demo` shows, as pure functions of what it has seen (no I/O, no clock of their own):
 // the live screen for a terminal, plain lines otherwise, the events between two looks, and the summary.
-import type { Job, Stats } from "../shared/mod.ts";
+import type { Job, JobResult, Stats } from "../shared/mod.ts";
 
 /** One look at the queue while the demo watches it. */
 export interface DemoView {
@@ -135,7 +135,7 @@ export function summary(view: DemoView, renderers: { endpointUrl: string; storag
     } s`,
     `Videos (stored for 24 h):`,
     ...completed.map((j) => {
-      const r = j.result ?? {};
+      const r: Partial<JobResult> = j.result ?? {};
       const owner = renderers.find((x) =>
         String(r.video_url ?? "").startsWith(new URL(x.endpointUrl).origin)
       );

@@ -1,21 +1,10 @@
 // Every failure becomes the contract's error body here, and only here (API.md "Errors").
 import { ZodError } from "zod";
 import { log } from "./log.ts";
+import { ERROR_CODES } from "./schemas.ts";
 
 /** The contract's code for each status it names. */
-const CODES: Record<number, string> = {
-  400: "invalid_request",
-  401: "unauthorized",
-  403: "forbidden",
-  404: "not_found",
-  405: "method_not_allowed",
-  409: "conflict",
-  413: "payload_too_large",
-  415: "unsupported_media_type",
-  429: "rate_limited",
-  500: "internal",
-  503: "unavailable",
-};
+const CODES: Record<number, string> = ERROR_CODES;
 
 /** Seconds a client should wait when the database is unreachable. */
 const UNAVAILABLE_RETRY_AFTER_SECONDS = 5;

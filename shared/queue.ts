@@ -4,81 +4,18 @@ import type postgres from "postgres";
 import type { Caller, ServiceCaller } from "./auth.ts";
 import { asCaller } from "./db.ts";
 import type { QueueMetrics } from "./metrics.ts";
-import type { EnqueueRequest, JobListFilters } from "./schemas.ts";
+import type {
+  EnqueueRequest,
+  HourlyPoint,
+  Job,
+  JobListFilters,
+  PeakSchedule,
+  QueueAlerts,
+  Stats,
+} from "./schemas.ts";
 
-/** API.md's Job, as public.job_to_json() builds it. */
-export type Job = {
-  id: string;
-  job_type: string;
-  priority: string;
-  status: "queued" | "processing" | "completed" | "failed" | "cancelled";
-  renderer: string;
-  payload: Record<string, unknown>;
-  queue_position: number | null;
-  estimated_wait_seconds: number | null;
-  progress: number;
-  stage: string | null;
-  retry_count: number;
-  max_retries: number;
-  next_attempt_at: string | null;
-  error_message: string | null;
-  result: Record<string, unknown> | null;
-  /** Why a queued job has not started (API.md's codes, first that applies); null unless queued. */
-  wait_reason:
-    | "paused"
-    | "scheduled"
-    | "retry_backoff"
-    | "no_endpoint"
-    | "user_limit"
-    | "renderer_busy"
-    | "capacity"
-    | "behind"
-    | null;
-  /** Whether estimated_wait_seconds rests on recent render times or the configured default; null unless queued. */
-  estimate_basis: "history" | "default" | null;
-  expires_at: string | null;
-  created_at: string;
-  started_at: string | null;
-  completed_at: string | null;
-  updated_at: string;
-};
-
-/** API.md's Stats (what get_queue_stats() returns). */
-export type Stats = Record<string, unknown> & {
-  queued: number;
-  processing: number;
-  capacity: { max_concurrent: number; effective: number; peak: boolean; multiplier: number };
-};
-
-/** One hour of `GET /status?view=history`: jobs that ended completed or failed in it. */
-export type HourOutcomes = { hour: string; completed: number; failed: number };
-
-/** `GET /status?view=alerts`: what get_queue_alerts() returns. */
-export type QueueAlerts = {
-  thresholds: { queue_depth: number; oldest_queued_seconds: number; failure_rate: number };
-  active: QueueAlert[];
-  generated_at: string;
-};
-export type QueueAlert = {
-  kind: "queue_depth" | "oldest_queued" | "failure_rate" | "no_healthy_endpoint";
-  /** The figure that crossed its threshold (jobs, seconds, a 0..1 rate, or queued jobs for a renderer). */
-  value: number;
-  threshold: number;
-  /** Set for no_healthy_endpoint. */
-  renderer?: string;
-  message: string;
-};
-
-/** `GET /status?view=peak`: what get_peak_schedule() returns. */
-export type PeakSchedule = {
-  time_zone: string;
-  multiplier: number;
-  /** Local times "HH:MM" in time_zone; start > end crosses midnight. */
-  windows: { start: string; end: string; label: string | null }[];
-  peak: boolean;
-  /** The next start or end of a window, or null when there is none. */
-  next_boundary_at: string | null;
-};
+// Job and Stats are the response schemas' types (schemas.ts), the one description of API.md's shapes.
+export type { Job, Stats } from "./schemas.ts";
 
 /** One job claimed by a worker pass: everything needed to dispatch it. */
 export type Claim = {
@@ -138,7 +75,7 @@ export function listJobs(caller: Caller, filters: JobListFilters = {}): Promise<
 }
 
 /** Admin: completed and failed jobs per hour, the last 24 hours, oldest first. */
-export function getQueueHistory(caller: Caller): Promise<HourOutcomes[]> {
+export function getQueueHistory(caller: Caller): Promise<HourlyPoint[]> {
   return asCaller(caller, (tx) => tx`select queue.get_queue_history() as result`);
 }
 

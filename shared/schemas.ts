@@ -172,3 +172,163 @@ export const StatusQuery = z.strictObject({
   }
 });
 export type StatusQuery = z.infer<typeof StatusQuery>;
+
+// Response shapes (API.md "The job", "Endpoints", "Errors") --------------------------------------------------
+// What the functions answer, for the typed client (client/) and the OpenAPI document (scripts/openapi.ts).
+// Objects are loose where API.md says "at least", so a server that adds a field never breaks a client.
+
+/** The contract's error code for each status it names (API.md "Errors"). */
+export const ERROR_CODES = {
+  400: "invalid_request",
+  401: "unauthorized",
+  403: "forbidden",
+  404: "not_found",
+  405: "method_not_allowed",
+  409: "conflict",
+  413: "payload_too_large",
+  415: "unsupported_media_type",
+  429: "rate_limited",
+  500: "internal",
+  503: "unavailable",
+} as const;
+export type ErrorCode = (typeof ERROR_CODES)[keyof typeof ERROR_CODES];
+
+/** Every non-2xx answer: `details` lists failing fields (400) or says when to retry (429). */
+export const ErrorBody = z.object({
+  error: z.object({
+    code: z.enum(Object.values(ERROR_CODES)),
+    message: z.string(),
+    details: z.unknown().optional(),
+  }),
+});
+export type ErrorBody = z.infer<typeof ErrorBody>;
+
+export const WAIT_REASONS = [
+  "paused",
+  "scheduled",
+  "retry_backoff",
+  "no_endpoint",
+  "user_limit",
+  "renderer_busy",
+  "capacity",
+  "behind",
+] as const;
+/** The statuses a job ends in; it never changes again. */
+export const FINISHED_STATUSES = ["completed", "failed", "cancelled"] as const;
+
+const isoTime = z.iso.datetime({ offset: true });
+const count = z.int().min(0);
+
+/** A completed job's result: at least `video_url`; more where the render service gives it. */
+export const JobResult = z.looseObject({ video_url: z.string() });
+export type JobResult = z.infer<typeof JobResult>;
+
+/** API.md's Job, as every endpoint (and every Realtime `job` event) returns it: public.job_to_json(). */
+export const Job = z.object({
+  id: z.guid(),
+  job_type: z.enum(JOB_TYPES),
+  priority: z.enum(PRIORITIES),
+  status: z.enum(JOB_STATUSES),
+  renderer: z.string(),
+  payload: z.record(z.string(), z.unknown()),
+  /** 1-based among queued jobs in claim order; null unless queued. */
+  queue_position: z.int().min(1).nullable(),
+  /** Seconds until it should start; null unless queued (and while its queue or renderer is paused). */
+  estimated_wait_seconds: z.number().min(0).nullable(),
+  /** Why a queued job has not started, the first that applies; null unless queued. */
+  wait_reason: z.enum(WAIT_REASONS).nullable(),
+  /** Whether the estimate rests on recent render times or the configured default; null unless queued. */
+  estimate_basis: z.enum(["history", "default"]).nullable(),
+  expires_at: isoTime.nullable(),
+  progress: z.number().min(0).max(100),
+  stage: z.string().nullable(),
+  retry_count: count,
+  max_retries: count,
+  next_attempt_at: isoTime.nullable(),
+  error_message: z.string().nullable(),
+  result: JobResult.nullable(),
+  created_at: isoTime,
+  started_at: isoTime.nullable(),
+  completed_at: isoTime.nullable(),
+  updated_at: isoTime,
+});
+export type Job = z.infer<typeof Job>;
+
+/** API.md's Stats, the object get_queue_stats() returns. */
+export const Stats = z.looseObject({
+  queued: count,
+  processing: count,
+  completed_today: count,
+  failed_today: count,
+  cancelled_today: count,
+  expired_today: count,
+  paused: z.boolean(),
+  by_priority: z.record(z.enum(PRIORITIES), z.looseObject({ queued: count, processing: count })),
+  by_renderer: z.record(z.string(), z.looseObject({ processing: count, limit: count, paused: z.boolean() })),
+  capacity: z.looseObject({
+    max_concurrent: count,
+    effective: count,
+    peak: z.boolean(),
+    multiplier: z.number(),
+  }),
+  avg_wait_seconds: z.number().nullable(),
+  avg_processing_seconds: z.number().nullable(),
+  throughput_last_hour: count,
+  oldest_queued_seconds: count.nullable(),
+  generated_at: isoTime,
+});
+export type Stats = z.infer<typeof Stats>;
+
+/** One hour of the admin history (`GET /status?view=history`): jobs that finished in it. */
+export const HourlyPoint = z.object({ hour: isoTime, completed: count, failed: count });
+export type HourlyPoint = z.infer<typeof HourlyPoint>;
+
+/** `GET /status?view=alerts`: the thresholds (job_queue_config.alert_*) and the alerts in force. */
+export const QueueAlerts = z.looseObject({
+  thresholds: z.looseObject({
+    queue_depth: count,
+    oldest_queued_seconds: count,
+    failure_rate: z.number().min(0).max(1),
+  }),
+  active: z.array(z.looseObject({
+    kind: z.enum(["queue_depth", "oldest_queued", "failure_rate", "no_healthy_endpoint"]),
+    /** The figure that crossed its threshold: jobs, seconds, a 0..1 rate, or a renderer's queued jobs. */
+    value: z.number(),
+    threshold: z.number(),
+    /** no_healthy_endpoint: which renderer. */
+    renderer: z.string().optional(),
+    message: z.string(),
+  })),
+  generated_at: isoTime,
+});
+export type QueueAlerts = z.infer<typeof QueueAlerts>;
+export type QueueAlert = QueueAlerts["active"][number];
+
+/** `GET /status?view=peak`: the peak windows behind Stats' capacity.peak. */
+export const PeakSchedule = z.looseObject({
+  time_zone: z.string(),
+  multiplier: z.number(),
+  /** Local times "HH:MM" in time_zone; start > end crosses midnight. */
+  windows: z.array(z.object({ start: z.string(), end: z.string(), label: z.string().nullable() })),
+  peak: z.boolean(),
+  /** The next start or end of a window after now; null when there is no window. */
+  next_boundary_at: isoTime.nullable(),
+});
+export type PeakSchedule = z.infer<typeof PeakSchedule>;
+
+/** `POST /video-queue-worker`: what one worker pass did. */
+export const WorkerPassSummary = z.looseObject({
+  recovered: count,
+  claimed: count,
+  dispatched: count,
+  released: count,
+  capacity: z.record(z.string(), z.unknown()),
+});
+
+/** The answers' envelopes. */
+export const JobAnswer = z.object({ job: Job });
+export const JobsAnswer = z.object({ jobs: z.array(Job) });
+export const StatsAnswer = z.object({ stats: Stats });
+export const HistoryAnswer = z.object({ history: z.array(HourlyPoint) });
+export const AlertsAnswer = z.object({ alerts: QueueAlerts });
+export const PeakAnswer = z.object({ peak: PeakSchedule });

@@ -2,7 +2,7 @@
 // The SQL rules are in supabase/tests/15_dashboard_views.sql with an injected clock; these check the routes:
 // validation (400), who may call (401/403), and that each answer is what SQL computes.
 import assert from "node:assert/strict";
-import type { HourOutcomes, Job, PeakSchedule, QueueAlerts } from "../shared/mod.ts";
+import type { HourlyPoint, Job, PeakSchedule, QueueAlerts } from "../shared/mod.ts";
 import { db, env, fnUrl, mintUser, resetData, test } from "./harness.ts";
 
 // deno-lint-ignore no-explicit-any -- JSON bodies are checked field by field
@@ -102,7 +102,7 @@ test("the history counts completed and failed jobs in their hours, 24 of them, o
   await insertJob("doubt", "queued");
   const { status, body } = await get("status?view=history", admin.token);
   assert.equal(status, 200);
-  const history = body.history as HourOutcomes[];
+  const history = body.history as HourlyPoint[];
   assert.equal(history.length, 24);
   const starts = history.map((h) => Date.parse(h.hour));
   starts.slice(1).forEach((start, i) =>
@@ -121,7 +121,7 @@ test("the history counts completed and failed jobs in their hours, 24 of them, o
   assert.equal(hourOf(endedAgo[2])!.failed, 1);
   const [{ sql }] = await db`select queue.get_queue_history() as sql`;
   assert.deepEqual(
-    (sql as HourOutcomes[]).map((h) => [Date.parse(h.hour), h.completed, h.failed]),
+    (sql as HourlyPoint[]).map((h) => [Date.parse(h.hour), h.completed, h.failed]),
     history.map((h) => [Date.parse(h.hour), h.completed, h.failed]),
     "the route answers what SQL computes",
   );

@@ -46,11 +46,26 @@ function job(id: string, fields: Partial<Job>): Job {
 const stats = (fields: Partial<Stats> = {}): Stats => ({
   queued: 2,
   processing: 2,
+  completed_today: 0,
+  failed_today: 0,
+  cancelled_today: 0,
+  expired_today: 0,
+  paused: false,
+  by_priority: {
+    high: { queued: 2, processing: 2 },
+    medium: { queued: 0, processing: 0 },
+    low: { queued: 0, processing: 0 },
+  },
   capacity: { max_concurrent: 4, effective: 4, peak: false, multiplier: 1.5 },
   by_renderer: {
-    manim: { processing: 1, limit: 2 },
-    revideo: { processing: 1, limit: null },
+    manim: { processing: 1, limit: 2, paused: false },
+    revideo: { processing: 1, limit: 4, paused: false },
   },
+  avg_wait_seconds: null,
+  avg_processing_seconds: null,
+  throughput_last_hour: 0,
+  oldest_queued_seconds: null,
+  generated_at: iso(0),
   ...fields,
 });
 
@@ -114,7 +129,7 @@ Deno.test("the screen shows capacity, renderers, progress bars, positions with e
   const lines = screen.split("\n");
   assert.ok(screen.startsWith("\x1b[2J\x1b[H"), "clears the screen first");
   assert.equal(lines[0], "\x1b[2J\x1b[H Video queue — 10:00:07   capacity 2/4   queued 2   done 2/6");
-  assert.equal(lines[1], " renderers: manim 1/2   revideo 1/∞");
+  assert.equal(lines[1], " renderers: manim 1/2   revideo 1/4");
   const runningAt = lines.indexOf(" RUNNING");
   assert.equal(
     lines[runningAt + 1],
