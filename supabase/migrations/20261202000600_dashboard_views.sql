@@ -22,9 +22,10 @@ create index jobs_status_created on public.jobs (status, created_at);
 drop function queue.list_jobs(text, integer, timestamptz);
 
 -- list_jobs: jobs newest first, each filter optional (status, job type, renderer, owner), at most 200. Admins only.
-create function queue.list_jobs(p_status text default null, p_job_type text default null,
-                                p_renderer text default null, p_user_id uuid default null,
-                                p_limit integer default 50, p_now timestamptz default now())
+-- The new filters come last, so calls written for (p_status, p_limit, p_now) keep working.
+create function queue.list_jobs(p_status text default null, p_limit integer default 50,
+                                p_now timestamptz default now(), p_job_type text default null,
+                                p_renderer text default null, p_user_id uuid default null)
 returns jsonb
 language plpgsql stable security definer set search_path = '' as $$
 begin
@@ -189,13 +190,13 @@ begin
     'next_boundary_at', private.next_peak_boundary(p_now));
 end $$;
 
-revoke all on function queue.list_jobs(text, text, text, uuid, integer, timestamptz),
+revoke all on function queue.list_jobs(text, integer, timestamptz, text, text, uuid),
                        queue.get_queue_history(timestamptz),
                        queue.get_queue_alerts(timestamptz),
                        queue.get_peak_schedule(timestamptz)
   from public, anon;
 -- Admin-only, as list_jobs always was: they check private.is_queue_admin() inside.
-grant execute on function queue.list_jobs(text, text, text, uuid, integer, timestamptz),
+grant execute on function queue.list_jobs(text, integer, timestamptz, text, text, uuid),
                           queue.get_queue_history(timestamptz),
                           queue.get_queue_alerts(timestamptz),
                           queue.get_peak_schedule(timestamptz)
