@@ -25,6 +25,7 @@ type MixJob = { job_type: string; payload: Record<string, unknown> };
 
 async function main() {
   await using stack = await demoStack(); // stack + two renderers, registered, capacity 4 (Manim 2)
+  say(`Dashboard: ${stack.env.API_URL}/dashboard/ (sign in with: deno task stack token demo --admin)`);
   const ids = await enqueueMix(stack, MIX, { users: 4 });
   const final = await watch(stack, ids, tty ? drawScreen : printLines); // pure view(state) → string
   printSummary(final, stack.renderers);

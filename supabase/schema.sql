@@ -679,6 +679,17 @@ begin
 end $$;
 
 --
+-- Name: jobs_text(bigint); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs_text(p_n bigint) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select p_n || case when p_n = 1 then ' job' else ' jobs' end
+$$;
+
+--
 -- Name: jobs_touch_updated_at(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1397,6 +1408,143 @@ begin
 end $$;
 
 --
+-- Name: get_peak_schedule(timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.get_peak_schedule(p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_cfg public.job_queue_config;
+begin
+  if not private.is_queue_admin() then
+    raise exception 'only an admin may read the peak schedule' using errcode = 'VQ403';
+  end if;
+  select * into v_cfg from public.job_queue_config limit 1;
+  return jsonb_build_object(
+    'time_zone', v_cfg.peak_time_zone,
+    'multiplier', v_cfg.peak_worker_multiplier,
+    'windows', coalesce((
+      select jsonb_agg(jsonb_build_object('start', to_char(w.s, 'HH24:MI'), 'end', to_char(w.e, 'HH24:MI'),
+                                          'label', w.label) order by w.s, w.e)
+        from (select v_cfg.peak_hour_start as s, v_cfg.peak_hour_end as e, null as label
+               where v_cfg.peak_hour_start <> v_cfg.peak_hour_end
+              union all
+              select pw.starts_at, pw.ends_at, pw.label from public.peak_windows pw) w), '[]'::jsonb),
+    'peak', private.queue_is_peak(p_now),
+    'next_boundary_at', private.next_peak_boundary(p_now));
+end $$;
+
+--
+-- Name: get_queue_alerts(timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.get_queue_alerts(p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_cfg public.job_queue_config;
+  v_stats jsonb;
+  v_hour record;
+  v_active jsonb := '[]'::jsonb;
+  v_rate numeric;
+begin
+  if not private.is_queue_admin() then
+    raise exception 'only an admin may read the queue alerts' using errcode = 'VQ403';
+  end if;
+  select * into v_cfg from public.job_queue_config limit 1;
+  v_stats := public.get_queue_stats(p_now); -- the same depth and age the stats show
+
+  if (v_stats ->> 'queued')::bigint >= v_cfg.alert_queue_depth then
+    v_active := v_active || jsonb_build_object('kind', 'queue_depth',
+      'value', (v_stats ->> 'queued')::bigint, 'threshold', v_cfg.alert_queue_depth,
+      'message', format('%s queued (alert at %s).', private.jobs_text((v_stats ->> 'queued')::bigint),
+                        v_cfg.alert_queue_depth));
+  end if;
+
+  if (v_stats ->> 'oldest_queued_seconds')::bigint >= v_cfg.alert_oldest_queued_seconds then
+    v_active := v_active || jsonb_build_object('kind', 'oldest_queued',
+      'value', (v_stats ->> 'oldest_queued_seconds')::bigint, 'threshold', v_cfg.alert_oldest_queued_seconds,
+      'message', format('The oldest queued job has waited %s min (alert at %s min).',
+                        round((v_stats ->> 'oldest_queued_seconds')::numeric / 60),
+                        round(v_cfg.alert_oldest_queued_seconds::numeric / 60, 1)));
+  end if;
+
+  -- Terminal outcomes of the last hour (jobs_finished index); a rate needs at least 5 of them to mean much.
+  select count(*) filter (where j.status = 'failed') as failed, count(*) as finished
+    into v_hour
+    from public.jobs j
+   where j.completed_at > p_now - interval '1 hour' and j.completed_at <= p_now
+     and j.status in ('completed', 'failed');
+  if v_hour.finished >= 5 then
+    v_rate := round(v_hour.failed::numeric / v_hour.finished, 3);
+    if v_rate >= v_cfg.alert_failure_rate then
+      v_active := v_active || jsonb_build_object('kind', 'failure_rate',
+        'value', v_rate, 'threshold', v_cfg.alert_failure_rate,
+        'message', format('%s of the %s jobs finished in the last hour failed (%s%%; alert at %s%%).',
+                          v_hour.failed, v_hour.finished, round(v_rate * 100),
+                          round(v_cfg.alert_failure_rate * 100)));
+    end if;
+  end if;
+
+  -- A renderer is in use when it has endpoints registered or jobs waiting for it; healthy endpoints are
+  -- what claim_jobs may dispatch to (enabled, not cooling down).
+  select v_active || coalesce(jsonb_agg(jsonb_build_object('kind', 'no_healthy_endpoint', 'renderer', r.name,
+           'value', r.queued, 'threshold', 1,
+           'message', format('Renderer %s has no healthy render endpoint; %s waiting for it.',
+                             r.name, private.jobs_text(r.queued))) order by r.name), '[]'::jsonb)
+    into v_active
+    from (select r.name,
+                 (select count(*) from public.jobs j where j.status = 'queued' and j.renderer = r.name) as queued,
+                 exists (select 1 from public.render_endpoints e where e.renderer = r.name) as registered,
+                 exists (select 1 from public.render_endpoints e
+                          where e.renderer = r.name and not e.disabled
+                            and (e.unhealthy_until is null or e.unhealthy_until <= p_now)) as healthy
+            from public.renderers r) r
+   where not r.healthy and (r.registered or r.queued > 0);
+
+  return jsonb_build_object(
+    'thresholds', jsonb_build_object('queue_depth', v_cfg.alert_queue_depth,
+                                     'oldest_queued_seconds', v_cfg.alert_oldest_queued_seconds,
+                                     'failure_rate', v_cfg.alert_failure_rate),
+    'active', v_active,
+    'generated_at', p_now);
+end $$;
+
+--
+-- Name: get_queue_history(timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.get_queue_history(p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_tz text;
+  v_first timestamptz;
+begin
+  if not private.is_queue_admin() then
+    raise exception 'only an admin may read the queue history' using errcode = 'VQ403';
+  end if;
+  select c.peak_time_zone into v_tz from public.job_queue_config c limit 1;
+  v_first := pg_catalog.date_trunc('hour', p_now, v_tz) - interval '23 hours';
+  return (
+    select jsonb_agg(jsonb_build_object('hour', h.hour, 'completed', coalesce(f.completed, 0),
+                                        'failed', coalesce(f.failed, 0)) order by h.hour)
+      from pg_catalog.generate_series(v_first, v_first + interval '23 hours', interval '1 hour') h(hour)
+      left join (
+        -- a range of the jobs_finished index (completed_at, status): only the last day's rows are read
+        select pg_catalog.date_trunc('hour', j.completed_at, v_tz) as hour,
+               count(*) filter (where j.status = 'completed') as completed,
+               count(*) filter (where j.status = 'failed') as failed
+          from public.jobs j
+         where j.completed_at >= v_first and j.completed_at <= p_now
+         group by 1) f on f.hour = h.hour);
+end $$;
+
+--
 -- Name: get_queue_metrics(timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
 --
 
@@ -1448,14 +1596,13 @@ CREATE FUNCTION queue.get_queue_stats(p_now timestamp with time zone DEFAULT now
 $$;
 
 --
--- Name: list_jobs(text, integer, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+-- Name: list_jobs(text, integer, timestamp with time zone, text, text, uuid); Type: FUNCTION; Schema: queue; Owner: -
 --
 
-CREATE FUNCTION queue.list_jobs(p_status text DEFAULT NULL::text, p_limit integer DEFAULT 50, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+CREATE FUNCTION queue.list_jobs(p_status text DEFAULT NULL::text, p_limit integer DEFAULT 50, p_now timestamp with time zone DEFAULT now(), p_job_type text DEFAULT NULL::text, p_renderer text DEFAULT NULL::text, p_user_id uuid DEFAULT NULL::uuid) RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
--- Jobs newest first, optionally of one status, at most 200. Admins only.
 begin
   if not private.is_queue_admin() then
     raise exception 'only an admin may list jobs' using errcode = 'VQ403';
@@ -1463,13 +1610,24 @@ begin
   if p_status is not null and p_status not in ('queued', 'processing', 'completed', 'failed', 'cancelled') then
     raise exception 'status must be one of queued, processing, completed, failed, cancelled' using errcode = 'VQ400';
   end if;
+  if p_job_type is not null and not exists (select 1 from public.job_types t where t.job_type = p_job_type) then
+    raise exception 'unknown job_type "%"', p_job_type using errcode = 'VQ400',
+      hint = format('Use one of: %s.', (select string_agg(t.job_type, ', ' order by t.job_type) from public.job_types t));
+  end if;
+  if p_renderer is not null and not exists (select 1 from public.renderers r where r.name = p_renderer) then
+    raise exception 'unknown renderer "%"', p_renderer using errcode = 'VQ400',
+      hint = format('Use one of: %s.', (select string_agg(r.name, ', ' order by r.name) from public.renderers r));
+  end if;
   if p_limit is null or p_limit < 1 or p_limit > 200 then
     raise exception 'limit must be between 1 and 200' using errcode = 'VQ400';
   end if;
   return coalesce((
     select jsonb_agg(private.job_to_json(j, p_now) order by j.created_at desc, j.id desc)
       from (select * from public.jobs j
-             where p_status is null or j.status = p_status
+             where (p_status is null or j.status = p_status)
+               and (p_job_type is null or j.job_type = p_job_type)
+               and (p_renderer is null or j.renderer = p_renderer)
+               and (p_user_id is null or j.user_id = p_user_id)
              order by j.created_at desc, j.id desc limit p_limit) j), '[]'::jsonb);
 end $$;
 
@@ -1716,6 +1874,12 @@ CREATE TABLE public.job_queue_config (
     medium_priority_offset_minutes integer,
     low_priority_offset_minutes integer,
     max_processing_per_user integer,
+    alert_queue_depth integer DEFAULT 100 NOT NULL,
+    alert_oldest_queued_seconds integer DEFAULT 900 NOT NULL,
+    alert_failure_rate numeric(4,3) DEFAULT 0.2 NOT NULL,
+    CONSTRAINT job_queue_config_alert_failure_rate_check CHECK (((alert_failure_rate > (0)::numeric) AND (alert_failure_rate <= (1)::numeric))),
+    CONSTRAINT job_queue_config_alert_oldest_queued_seconds_check CHECK ((alert_oldest_queued_seconds > 0)),
+    CONSTRAINT job_queue_config_alert_queue_depth_check CHECK ((alert_queue_depth > 0)),
     CONSTRAINT job_queue_config_default_processing_seconds_check CHECK ((default_processing_seconds > 0)),
     CONSTRAINT job_queue_config_finished_job_retention_days_check CHECK ((finished_job_retention_days > 0)),
     CONSTRAINT job_queue_config_high_priority_offset_minutes_check CHECK ((high_priority_offset_minutes >= 0)),
@@ -1786,6 +1950,24 @@ COMMENT ON COLUMN public.job_queue_config.low_priority_offset_minutes IS 'Priori
 --
 
 COMMENT ON COLUMN public.job_queue_config.max_processing_per_user IS 'Jobs of one user running at once (null: no limit); the rest wait with wait_reason user_limit.';
+
+--
+-- Name: COLUMN job_queue_config.alert_queue_depth; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.alert_queue_depth IS 'Alert (dashboard, get_queue_alerts) when at least this many jobs are queued.';
+
+--
+-- Name: COLUMN job_queue_config.alert_oldest_queued_seconds; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.alert_oldest_queued_seconds IS 'Alert when the oldest queued job has waited at least this many seconds.';
+
+--
+-- Name: COLUMN job_queue_config.alert_failure_rate; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.alert_failure_rate IS 'Alert when at least this share (0..1] of the jobs finished in the last hour failed (from 5 finished jobs on).';
 
 --
 -- Name: job_types; Type: TABLE; Schema: public; Owner: -
@@ -2008,6 +2190,12 @@ CREATE INDEX jobs_processing ON public.jobs USING btree (renderer, endpoint_id) 
 --
 
 CREATE INDEX jobs_queued_order ON public.jobs USING btree (priority_rank, created_at, id) WHERE (status = 'queued'::text);
+
+--
+-- Name: jobs_status_created; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX jobs_status_created ON public.jobs USING btree (status, created_at);
 
 --
 -- Name: jobs_user_created; Type: INDEX; Schema: public; Owner: -
@@ -2330,6 +2518,12 @@ REVOKE ALL ON FUNCTION private.jobs_depth_after_truncate() FROM PUBLIC;
 REVOKE ALL ON FUNCTION private.jobs_depth_after_update() FROM PUBLIC;
 
 --
+-- Name: FUNCTION jobs_text(p_n bigint); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs_text(p_n bigint) FROM PUBLIC;
+
+--
 -- Name: FUNCTION jobs_touch_updated_at(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -2466,6 +2660,30 @@ GRANT ALL ON FUNCTION queue.get_job(p_job_id uuid, p_now timestamp with time zon
 GRANT ALL ON FUNCTION queue.get_job(p_job_id uuid, p_now timestamp with time zone) TO service_role;
 
 --
+-- Name: FUNCTION get_peak_schedule(p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.get_peak_schedule(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.get_peak_schedule(p_now timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION queue.get_peak_schedule(p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION get_queue_alerts(p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.get_queue_alerts(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.get_queue_alerts(p_now timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION queue.get_queue_alerts(p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION get_queue_history(p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.get_queue_history(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.get_queue_history(p_now timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION queue.get_queue_history(p_now timestamp with time zone) TO service_role;
+
+--
 -- Name: FUNCTION get_queue_metrics(p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
 --
 
@@ -2482,12 +2700,12 @@ GRANT ALL ON FUNCTION queue.get_queue_stats(p_now timestamp with time zone) TO a
 GRANT ALL ON FUNCTION queue.get_queue_stats(p_now timestamp with time zone) TO service_role;
 
 --
--- Name: FUNCTION list_jobs(p_status text, p_limit integer, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+-- Name: FUNCTION list_jobs(p_status text, p_limit integer, p_now timestamp with time zone, p_job_type text, p_renderer text, p_user_id uuid); Type: ACL; Schema: queue; Owner: -
 --
 
-REVOKE ALL ON FUNCTION queue.list_jobs(p_status text, p_limit integer, p_now timestamp with time zone) FROM PUBLIC;
-GRANT ALL ON FUNCTION queue.list_jobs(p_status text, p_limit integer, p_now timestamp with time zone) TO authenticated;
-GRANT ALL ON FUNCTION queue.list_jobs(p_status text, p_limit integer, p_now timestamp with time zone) TO service_role;
+REVOKE ALL ON FUNCTION queue.list_jobs(p_status text, p_limit integer, p_now timestamp with time zone, p_job_type text, p_renderer text, p_user_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.list_jobs(p_status text, p_limit integer, p_now timestamp with time zone, p_job_type text, p_renderer text, p_user_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION queue.list_jobs(p_status text, p_limit integer, p_now timestamp with time zone, p_job_type text, p_renderer text, p_user_id uuid) TO service_role;
 
 --
 -- Name: FUNCTION mark_endpoint_unhealthy(p_endpoint_id uuid, p_cooldown_seconds integer, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
