@@ -71,17 +71,18 @@ begin
   select c.peak_time_zone into v_tz from public.job_queue_config c limit 1;
   v_first := pg_catalog.date_trunc('hour', p_now, v_tz) - interval '23 hours';
   return (
-    select jsonb_agg(jsonb_build_object('hour', h.hour, 'completed', coalesce(f.completed, 0),
-                                        'failed', coalesce(f.failed, 0)) order by h.hour)
-      from pg_catalog.generate_series(v_first, v_first + interval '23 hours', interval '1 hour') h(hour)
+    select jsonb_agg(jsonb_build_object('hour', v_first + h.i * interval '1 hour', 'completed', coalesce(f.completed, 0),
+                                        'failed', coalesce(f.failed, 0)) order by h.i)
+      from pg_catalog.generate_series(0, 23) h(i)
       left join (
-        -- a range of the jobs_finished index (completed_at, status): only the last day's rows are read
-        select pg_catalog.date_trunc('hour', j.completed_at, v_tz) as hour,
+        -- a range of the jobs_finished index (completed_at, status): only the last day's entries are read,
+        -- each put in its hour by arithmetic (hours are 3,600 s from v_first, a local hour start)
+        select floor(pg_catalog.date_part('epoch', j.completed_at - v_first) / 3600)::integer as i,
                count(*) filter (where j.status = 'completed') as completed,
                count(*) filter (where j.status = 'failed') as failed
           from public.jobs j
          where j.completed_at >= v_first and j.completed_at <= p_now
-         group by 1) f on f.hour = h.hour);
+         group by 1) f on f.i = h.i);
 end $$;
 
 -- jobs_text: "1 job", "3 jobs", for messages people read. Internal.
@@ -141,20 +142,20 @@ begin
   end if;
 
   -- A renderer is in use when it has endpoints registered or jobs waiting for it; healthy endpoints are
-  -- what claim_jobs may dispatch to (enabled, not cooling down).
-  select v_active || coalesce(jsonb_agg(jsonb_build_object('kind', 'no_healthy_endpoint', 'renderer', r.name,
-           'value', r.queued, 'threshold', 1,
+  -- what claim_jobs may dispatch to (enabled, not cooling down). Queued jobs are counted only for an alert.
+  select v_active || coalesce(jsonb_agg(jsonb_build_object('kind', 'no_healthy_endpoint', 'renderer', a.name,
+           'value', a.queued, 'threshold', 1,
            'message', format('Renderer %s has no healthy render endpoint; %s waiting for it.',
-                             r.name, private.jobs_text(r.queued))) order by r.name), '[]'::jsonb)
+                             a.name, private.jobs_text(a.queued))) order by a.name), '[]'::jsonb)
     into v_active
     from (select r.name,
-                 (select count(*) from public.jobs j where j.status = 'queued' and j.renderer = r.name) as queued,
-                 exists (select 1 from public.render_endpoints e where e.renderer = r.name) as registered,
-                 exists (select 1 from public.render_endpoints e
-                          where e.renderer = r.name and not e.disabled
-                            and (e.unhealthy_until is null or e.unhealthy_until <= p_now)) as healthy
-            from public.renderers r) r
-   where not r.healthy and (r.registered or r.queued > 0);
+                 (select count(*) from public.jobs j where j.status = 'queued' and j.renderer = r.name) as queued
+            from public.renderers r
+           where not exists (select 1 from public.render_endpoints e
+                              where e.renderer = r.name and not e.disabled
+                                and (e.unhealthy_until is null or e.unhealthy_until <= p_now))
+             and (exists (select 1 from public.render_endpoints e where e.renderer = r.name)
+                  or exists (select 1 from public.jobs j where j.status = 'queued' and j.renderer = r.name))) a;
 
   return jsonb_build_object(
     'thresholds', jsonb_build_object('queue_depth', v_cfg.alert_queue_depth,
