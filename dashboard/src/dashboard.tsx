@@ -98,7 +98,7 @@ function Header(
         <h1>Video queue</h1>
         <span class="live" data-mode={state.mode}>
           {state.mode === "realtime" ? "● Live" : `Refreshing every ${POLL_MS / 1000} s`}
-          {state.updatedAt && <>· updated {clockSeconds(state.updatedAt)}</>}
+          {state.updatedAt && ` · updated ${clockSeconds(state.updatedAt)}`}
         </span>
       </div>
       <div class="header-actions">

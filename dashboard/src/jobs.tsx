@@ -210,7 +210,7 @@ function JobDetails({ job }: { job: Job }) {
       return (
         <span class="error-text" data-testid="error">
           {job.error_message}
-          <span class="muted">· {job.retry_count}/{job.max_retries} retries</span>
+          <span class="muted">{` · ${job.retry_count}/${job.max_retries} retries`}</span>
         </span>
       );
     case "completed": {
