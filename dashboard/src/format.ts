@@ -62,4 +62,4 @@ export const WAIT_REASON_TEXT: Record<NonNullable<Job["wait_reason"]>, string> =
 export const stageText = (stage: string | null) => (stage ? stage.replaceAll("_", " ") : "starting");
 
 /** 0.2 → "20 %". */
-export const percent = (rate: number) => `${Math.round(rate * 100)} %`;
+export const percent = (rate: number) => `${Math.round(rate * 100)}\u00a0%`;
