@@ -8,12 +8,16 @@ import {
 } from "@supabase/supabase-js";
 import { z } from "zod";
 import {
+  AlertsAnswer,
   type EnqueueRequest,
   HistoryAnswer,
   type HourlyPoint,
   Job,
   JobAnswer,
   JobsAnswer,
+  PeakAnswer,
+  type PeakSchedule,
+  type QueueAlerts,
   Stats,
   StatsAnswer,
 } from "../shared/schemas.ts";
@@ -33,7 +37,7 @@ export type QueueClientOptions = Partial<FollowOptions>;
 /** Every call takes an optional signal; aborting rejects the call with the signal's reason. */
 export type CallOptions = { signal?: AbortSignal };
 
-/** `listJobs` filters. `job_type`, `renderer` and `user_id` need the server of the `dashboard` branch. */
+/** `listJobs` filters.  */
 export type JobListFilter = {
   status?: Job["status"];
   job_type?: Job["job_type"];
@@ -82,8 +86,12 @@ export interface AdminClient {
   resume(renderer?: string, options?: CallOptions): Promise<Stats>;
   /** `GET /status/metrics`: Prometheus text exposition. */
   metrics(options?: CallOptions): Promise<string>;
-  /** `GET /status?view=history`: finished jobs per hour (needs the server of the `dashboard` branch). */
+  /** `GET /status?view=history`: finished jobs per hour. */
   history(options?: CallOptions): Promise<HourlyPoint[]>;
+  /** `GET /status?view=alerts`: the alert thresholds and the alerts in force. */
+  alerts(options?: CallOptions): Promise<QueueAlerts>;
+  /** `GET /status?view=peak`: the peak windows, the multiplier and the next window boundary. */
+  peak(options?: CallOptions): Promise<PeakSchedule>;
   /** Calls `onStats` with each Stats broadcast on the private topic `queue:admin`; returns the function that stops. */
   onQueueChange(onStats: (stats: Stats) => void, onState?: (state: ChannelState) => void): () => void;
 }
@@ -159,6 +167,8 @@ export function createQueueClient(supabase: SupabaseClient, options: QueueClient
       resume: setPaused("status/resume"),
       metrics: (o) => get("status/metrics", z.string(), o),
       history: async (o) => (await get("status?view=history", HistoryAnswer, o)).history,
+      alerts: async (o) => (await get("status?view=alerts", AlertsAnswer, o)).alerts,
+      peak: async (o) => (await get("status?view=peak", PeakAnswer, o)).peak,
       onQueueChange: (onStats, onState) => hub.listen("queue:admin", "stats", Stats, onStats, onState),
     },
   };

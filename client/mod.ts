@@ -20,4 +20,14 @@ export {
   type UpdateSource,
 } from "./follow.ts";
 export * from "./errors.ts";
-export type { EnqueueRequest, ErrorCode, HourlyPoint, Job, JobResult, Stats } from "../shared/schemas.ts";
+export type {
+  EnqueueRequest,
+  ErrorCode,
+  HourlyPoint,
+  Job,
+  JobResult,
+  PeakSchedule,
+  QueueAlert,
+  QueueAlerts,
+  Stats,
+} from "../shared/schemas.ts";

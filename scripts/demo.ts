@@ -29,6 +29,7 @@ type MixJob = Parameters<QueueClient["enqueue"]>[0];
 
 async function main() {
   await using stack = await demoStack(); // stack + two renderers, registered, capacity 4 (Manim 2)
+  say(`Dashboard: ${stack.env.API_URL}/dashboard/ (sign in with: deno task stack token demo --admin)`);
   const users = await Promise.all(
     [1, 2, 3, 4].map(async () => queueAs(stack, (await stack.newUser()).token)),
   );

@@ -5,6 +5,7 @@ import { z } from "zod";
 import { MAX_BODY_BYTES } from "../shared/http.ts";
 import { CancelNotice, DispatchBody, RenderAnswer, RenderEvent } from "../shared/render_protocol.ts";
 import {
+  AlertsAnswer,
   CancelRequest,
   EnqueueRequest,
   ERROR_CODES,
@@ -17,6 +18,9 @@ import {
   JobsAnswer,
   MAX_LIST_LIMIT,
   PauseRequest,
+  PeakAnswer,
+  PeakSchedule,
+  QueueAlerts,
   RetryRequest,
   Stats,
   StatsAnswer,
@@ -43,6 +47,10 @@ const NAMED: [string, z.ZodType, string][] = [
   ["JobsAnswer", JobsAnswer, "Jobs, newest first."],
   ["StatsAnswer", StatsAnswer, "The queue's stats."],
   ["HistoryAnswer", HistoryAnswer, "Finished jobs per hour, oldest first."],
+  ["QueueAlerts", QueueAlerts, "The alert thresholds (job_queue_config.alert_*) and the alerts in force."],
+  ["AlertsAnswer", AlertsAnswer, "The alerts."],
+  ["PeakSchedule", PeakSchedule, "The peak windows behind Stats' capacity.peak."],
+  ["PeakAnswer", PeakAnswer, "The peak windows."],
   ["WorkerPassSummary", WorkerPassSummary, "What one worker pass did."],
   [
     "EnqueueRequest",
@@ -197,7 +205,7 @@ function statusParameters(): Json[] {
   const about: Record<string, string> = {
     job_id: "One job (its owner or an admin).",
     view:
-      "jobs: a job list (admin); history: finished jobs per hour (admin). Without job_id and view: stats (admin).",
+      "jobs: a job list (admin); history: finished jobs per hour (admin); alerts: thresholds and alerts in force (admin); peak: the peak windows (admin). Without job_id and view: stats (admin).",
     status: "With view=jobs: only jobs in this status.",
     limit: `With view=jobs: at most this many (1..${MAX_LIST_LIMIT}).`,
     job_type: "With view=jobs: only jobs of this type.",
@@ -249,14 +257,22 @@ function paths(): Json {
     },
     "/status": {
       get: operation("status", {
-        summary: "One job, or (admin) the queue's stats, a job list or the hourly history",
+        summary:
+          "One job, or (admin) the queue's stats, a job list, the hourly history, the alerts or the peak windows",
         description:
-          "?job_id=<uuid>: {job} with a fresh position and estimate. No parameters (admin): {stats}. ?view=jobs&status=&limit= (admin): {jobs}, newest first. ?view=history (admin): {history}.",
+          "?job_id=<uuid>: {job} with a fresh position and estimate. No parameters (admin): {stats}. ?view=jobs&status=&job_type=&renderer=&user_id=&limit= (admin): {jobs}, newest first. ?view=history (admin): {history}. ?view=alerts (admin): {alerts}. ?view=peak (admin): {peak}.",
         auth: USER,
         parameters: statusParameters(),
         ok: {
-          200: answer("{job}, {stats}, {jobs} or {history}, by the query.", {
-            oneOf: [ref("JobAnswer"), ref("StatsAnswer"), ref("JobsAnswer"), ref("HistoryAnswer")],
+          200: answer("{job}, {stats}, {jobs}, {history}, {alerts} or {peak}, by the query.", {
+            oneOf: [
+              ref("JobAnswer"),
+              ref("StatsAnswer"),
+              ref("JobsAnswer"),
+              ref("HistoryAnswer"),
+              ref("AlertsAnswer"),
+              ref("PeakAnswer"),
+            ],
           }),
         },
         errors: [400, 401, 403, 404, 405, 500, 503],

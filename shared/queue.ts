@@ -4,7 +4,15 @@ import type postgres from "postgres";
 import type { Caller, ServiceCaller } from "./auth.ts";
 import { asCaller } from "./db.ts";
 import type { QueueMetrics } from "./metrics.ts";
-import type { EnqueueRequest, Job, Stats } from "./schemas.ts";
+import type {
+  EnqueueRequest,
+  HourlyPoint,
+  Job,
+  JobListFilters,
+  PeakSchedule,
+  QueueAlerts,
+  Stats,
+} from "./schemas.ts";
 
 // Job and Stats are the response schemas' types (schemas.ts), the one description of API.md's shapes.
 export type { Job, Stats } from "./schemas.ts";
@@ -53,12 +61,27 @@ export function getJob(caller: Caller, jobId: string): Promise<Job> {
   return asCaller(caller, (tx) => tx`select queue.get_job(p_job_id => ${jobId}::uuid) as result`);
 }
 
-export function listJobs(caller: Caller, status?: string, limit?: number): Promise<Job[]> {
+/** Admin: jobs newest first, filtered (an unknown job type or renderer is VQ400). */
+export function listJobs(caller: Caller, filters: JobListFilters = {}): Promise<Job[]> {
   return asCaller(
     caller,
     (tx) =>
-      tx`select queue.list_jobs(p_status => ${status ?? null}, p_limit => ${limit ?? 50}::int) as result`,
+      tx`select queue.list_jobs(p_status => ${filters.status ?? null}, p_job_type => ${
+        filters.job_type ?? null
+      },
+           p_renderer => ${filters.renderer ?? null}, p_user_id => ${filters.user_id ?? null}::uuid,
+           p_limit => ${filters.limit ?? 50}::int) as result`,
   );
+}
+
+/** Admin: completed and failed jobs per hour, the last 24 hours, oldest first. */
+export function getQueueHistory(caller: Caller): Promise<HourlyPoint[]> {
+  return asCaller(caller, (tx) => tx`select queue.get_queue_history() as result`);
+}
+
+/** Admin: the alert thresholds (job_queue_config.alert_*) and the alerts in force. */
+export function getQueueAlerts(caller: Caller): Promise<QueueAlerts> {
+  return asCaller(caller, (tx) => tx`select queue.get_queue_alerts() as result`);
 }
 
 /** Admin: pauses or resumes the whole queue (no renderer) or one renderer; answers the stats. */
@@ -75,6 +98,11 @@ export function getQueueStats(caller: Caller): Promise<Stats> {
 
 export function getQueueMetrics(caller: Caller): Promise<QueueMetrics> {
   return asCaller(caller, (tx) => tx`select queue.get_queue_metrics() as result`);
+}
+
+/** Admin: the peak windows, the multiplier and the next window boundary. */
+export function getPeakSchedule(caller: Caller): Promise<PeakSchedule> {
+  return asCaller(caller, (tx) => tx`select queue.get_peak_schedule() as result`);
 }
 
 // The seed's queue-utils names, kept as thin reads of what SQL computes.

@@ -80,11 +80,10 @@ export function looseJsonObject<S extends z.core.$ZodLooseShape>(shape: S) {
 /** A job's id, as every request and callback names it. */
 export const jobId = z.guid("job_id must be a UUID.");
 const language = safeText().min(1).max(35).optional();
-/** The form of a renderer's name; which renderers exist is SQL's to say (VQ400 lists the renderers table). */
-const rendererName = z.string().regex(
-  /^[a-z][a-z0-9_]*$/,
-  "renderer must be a name of a to z, 0 to 9 and _.",
-);
+/** The form of a catalog name (a renderer, a job type); which ones exist is SQL's to say (VQ400 lists them). */
+const catalogName = (field: string) =>
+  z.string().max(63).regex(/^[a-z][a-z0-9_]*$/, `${field} must be a name of a to z, 0 to 9 and _.`);
+const rendererName = catalogName("renderer");
 
 /** An ISO 8601 time with an offset, from 1970 on and at most MAX_RUN_AT_DAYS_AHEAD days ahead. */
 /** A time a caller may schedule by (run_at, expires_at): ISO 8601 with offset, from 1970 to a year ahead. */
@@ -146,12 +145,31 @@ export const RetryRequest = z.strictObject({ job_id: jobId });
 /** `POST /status/pause` and `POST /status/resume` (admins): `{}` for the whole queue, or one renderer. */
 export const PauseRequest = z.strictObject({ renderer: rendererName.optional() });
 
-/** `GET /status` query: `job_id` for one job, `view=jobs` for the admin list, nothing for admin stats. */
+/** What `GET /status?view=jobs` filters by (each optional, combined with "and"). */
+const jobListFilters = {
+  status: z.enum(JOB_STATUSES).optional(),
+  job_type: catalogName("job_type").optional(),
+  renderer: rendererName.optional(),
+  user_id: z.guid("user_id must be a UUID.").optional(),
+  limit: z.coerce.number().pipe(z.int().min(1).max(MAX_LIST_LIMIT)).optional(),
+};
+export type JobListFilters = { [K in keyof typeof jobListFilters]?: z.infer<(typeof jobListFilters)[K]> };
+
+/**
+ * `GET /status` query: `job_id` for one job; for admins nothing (stats), `view=jobs` with filters (the job
+ * list), `view=history` (24 hours of outcomes), `view=alerts` (thresholds and alerts in force) or
+ * `view=peak` (the peak windows).
+ */
 export const StatusQuery = z.strictObject({
   job_id: jobId.optional(),
-  view: z.literal("jobs", "view must be jobs.").optional(),
-  status: z.enum(JOB_STATUSES).optional(),
-  limit: z.coerce.number().pipe(z.int().min(1).max(MAX_LIST_LIMIT)).optional(),
+  view: z.enum(["jobs", "history", "alerts", "peak"], "view must be jobs, history, alerts or peak.")
+    .optional(),
+  ...jobListFilters,
+}).superRefine((query, ctx) => {
+  if (query.view === "jobs") return;
+  for (const key of Object.keys(jobListFilters)) {
+    if (key in query) ctx.addIssue({ code: "custom", path: [key], message: `${key} goes with view=jobs.` });
+  }
 });
 export type StatusQuery = z.infer<typeof StatusQuery>;
 
@@ -265,6 +283,39 @@ export type Stats = z.infer<typeof Stats>;
 export const HourlyPoint = z.object({ hour: isoTime, completed: count, failed: count });
 export type HourlyPoint = z.infer<typeof HourlyPoint>;
 
+/** `GET /status?view=alerts`: the thresholds (job_queue_config.alert_*) and the alerts in force. */
+export const QueueAlerts = z.looseObject({
+  thresholds: z.looseObject({
+    queue_depth: count,
+    oldest_queued_seconds: count,
+    failure_rate: z.number().min(0).max(1),
+  }),
+  active: z.array(z.looseObject({
+    kind: z.enum(["queue_depth", "oldest_queued", "failure_rate", "no_healthy_endpoint"]),
+    /** The figure that crossed its threshold: jobs, seconds, a 0..1 rate, or a renderer's queued jobs. */
+    value: z.number(),
+    threshold: z.number(),
+    /** no_healthy_endpoint: which renderer. */
+    renderer: z.string().optional(),
+    message: z.string(),
+  })),
+  generated_at: isoTime,
+});
+export type QueueAlerts = z.infer<typeof QueueAlerts>;
+export type QueueAlert = QueueAlerts["active"][number];
+
+/** `GET /status?view=peak`: the peak windows behind Stats' capacity.peak. */
+export const PeakSchedule = z.looseObject({
+  time_zone: z.string(),
+  multiplier: z.number(),
+  /** Local times "HH:MM" in time_zone; start > end crosses midnight. */
+  windows: z.array(z.object({ start: z.string(), end: z.string(), label: z.string().nullable() })),
+  peak: z.boolean(),
+  /** The next start or end of a window after now; null when there is no window. */
+  next_boundary_at: isoTime.nullable(),
+});
+export type PeakSchedule = z.infer<typeof PeakSchedule>;
+
 /** `POST /video-queue-worker`: what one worker pass did. */
 export const WorkerPassSummary = z.looseObject({
   recovered: count,
@@ -279,3 +330,5 @@ export const JobAnswer = z.object({ job: Job });
 export const JobsAnswer = z.object({ jobs: z.array(Job) });
 export const StatsAnswer = z.object({ stats: Stats });
 export const HistoryAnswer = z.object({ history: z.array(HourlyPoint) });
+export const AlertsAnswer = z.object({ alerts: QueueAlerts });
+export const PeakAnswer = z.object({ peak: PeakSchedule });

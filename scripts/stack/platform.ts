@@ -4,7 +4,7 @@
 //   - the pg_net sender: sends what net.http_post() queued, after the queuing transaction committed
 //   - /auth/v1/.well-known/jwks.json, as Supabase Auth serves it
 //   - /realtime/v1/websocket: Realtime's Broadcast on private channels (realtime.ts)
-//   - /dashboard/: the static admin dashboard (dashboard/index.html; host it anywhere in production)
+//   - /dashboard/: the operator's dashboard (dashboard/dist/, built when missing; host it anywhere in production)
 // That process is supervised, as Supabase restarts a failed function runtime: this file, started as
 // `deno run -A platform.ts <stack dir> [parent pid]`, is the supervisor. It runs the platform as a child
 // (`platform.ts --serve <stack dir> <supervisor pid>`), records the child's pid in <stack dir>/platform.pid
@@ -129,9 +129,16 @@ function servePlatform(dir: string, supervisorPid: number): void {
     if (url.pathname === "/health") return json(200, { ok: true, pid: Deno.pid });
     if (url.pathname === "/auth/v1/.well-known/jwks.json") return json(200, JSON.parse(env.SUPABASE_JWKS));
     if (url.pathname === "/realtime/v1/websocket") return await realtime.connect(req);
-    if (url.pathname === "/dashboard/" || url.pathname === "/dashboard") {
-      const page = await Deno.readFile(`${PROJECT_ROOT}/dashboard/index.html`);
-      return new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } });
+    if (url.pathname === "/dashboard") return Response.redirect(`${url.origin}/dashboard/`, 301);
+    if (url.pathname.startsWith("/dashboard/")) {
+      const { dashboardFile } = await import("../../dashboard/server.ts");
+      // No Auth server here: tokens come from `deno task stack token`. Realtime: the stand-in above.
+      return await dashboardFile(url.pathname.slice("/dashboard/".length), {
+        supabaseUrl: env.SUPABASE_URL,
+        publishableKey: env.PUBLISHABLE_KEY,
+        signIn: "token",
+        realtime: true,
+      });
     }
     const match = url.pathname.match(/^\/functions\/v1\/([^/]+)(\/.*)?$/);
     const handler = match ? await loadHandler(match[1]) : undefined;

@@ -35,8 +35,9 @@ select is((select array_agg(r) from unnest(array['public', 'anon', 'authenticate
           null, 'no API role may use the private schema');
 select is((select array_agg(p.proname::text order by p.proname) from pg_proc p
             where p.pronamespace = 'queue'::regnamespace and has_function_privilege('authenticated', p.oid, 'execute')),
-          array['can_receive_realtime_topic', 'cancel_job', 'enqueue_job', 'get_job', 'get_queue_metrics', 'get_queue_stats',
-                'list_jobs', 'retry_job', 'set_paused'],
+          array['can_receive_realtime_topic', 'cancel_job', 'enqueue_job', 'get_job', 'get_peak_schedule',
+                'get_queue_alerts', 'get_queue_history', 'get_queue_metrics', 'get_queue_stats', 'list_jobs',
+                'retry_job', 'set_paused'],
           'in the queue API, authenticated may execute only the client functions (and the Realtime policy''s check)');
 
 -- anon: nothing.

@@ -1,10 +1,15 @@
-// GET /status: one job (its owner or an admin), queue stats or a job list (admins), Prometheus metrics.
+// GET /status: one job (its owner or an admin); for admins the stats, a filtered job list (view=jobs), the
+// last 24 hours' outcomes (view=history), the alerts in force (view=alerts) or the peak windows (view=peak);
+// Prometheus metrics.
 // POST /status/retry: an admin puts a failed job back in the queue.
 // POST /status/pause, /status/resume: an admin pauses or resumes the queue, or one renderer.
 // Who is an admin is SQL's decision (is_queue_admin()): a non-admin gets its VQ403 as 403.
 import {
   authenticate,
   getJob,
+  getPeakSchedule,
+  getQueueAlerts,
+  getQueueHistory,
   getQueueMetrics,
   getQueueStats,
   json,
@@ -34,9 +39,20 @@ export const handler = router("status", {
     GET: async (req, url) => {
       const caller = await authenticate(req);
       const query = StatusQuery.parse(Object.fromEntries(url.searchParams));
-      if (query.job_id) return json({ job: await getJob(caller, query.job_id) });
-      if (query.view === "jobs") return json({ jobs: await listJobs(caller, query.status, query.limit) });
-      return json({ stats: await getQueueStats(caller) });
+      const { job_id, view, ...filters } = query;
+      if (job_id) return json({ job: await getJob(caller, job_id) });
+      switch (view) {
+        case "jobs":
+          return json({ jobs: await listJobs(caller, filters) });
+        case "history":
+          return json({ history: await getQueueHistory(caller) });
+        case "alerts":
+          return json({ alerts: await getQueueAlerts(caller) });
+        case "peak":
+          return json({ peak: await getPeakSchedule(caller) });
+        default:
+          return json({ stats: await getQueueStats(caller) });
+      }
     },
   },
   retry: {
