@@ -132,7 +132,13 @@ test("realtime: the owner hears their job wait, move up, start, progress and com
     () => Promise.resolve(mine.received.some((j) => j.status === "completed")),
   );
 
-  const events = mine.received.map((j) =>
+  // As a client applies them (client/mod.ts): an event older than one already applied is dropped. A pass
+  // that read the queue just before another pass's claim committed may announce the old place after the
+  // start (broadcast is best effort and unordered across transactions); its updated_at gives it away.
+  const applied = mine.received.filter((j, i, all) =>
+    all.slice(0, i).every((earlier) => Date.parse(String(earlier.updated_at)) <= Date.parse(String(j.updated_at)))
+  );
+  const events = applied.map((j) =>
     `${j.status} ${j.queue_position ?? "-"} ${j.stage ?? "-"} ${j.progress}`
   );
   const queued = events.filter((e) => e.startsWith("queued "));
