@@ -45,12 +45,16 @@ if (only && figures.length !== only.length) {
 const log = (line: string) => console.error(`[bench] ${line}`);
 
 const ownStack = args.stack ? undefined : `bench-${Deno.pid}`;
-if (ownStack) {
-  Deno.addSignalListener("SIGINT", async () => {
-    await stopStack(ownStack);
-    Deno.exit(130);
-  });
+/** Stops the bench's own stack and removes its directory (a --stack one is left as it was). */
+async function removeOwnStack() {
+  if (!ownStack) return;
+  await stopStack(ownStack);
+  await Deno.remove(stackDir(ownStack), { recursive: true }).catch(() => {});
 }
+Deno.addSignalListener("SIGINT", async () => {
+  await removeOwnStack();
+  Deno.exit(130);
+});
 let failed = false;
 try {
   const env = ownStack
@@ -120,6 +124,6 @@ try {
   await Deno.writeTextFile(args.out, JSON.stringify(results, null, 2) + "\n");
   console.log(`\nfigures written to ${args.out}`);
 } finally {
-  if (ownStack) await stopStack(ownStack);
+  await removeOwnStack();
 }
 Deno.exit(failed ? 1 : 0);

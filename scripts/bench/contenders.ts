@@ -4,7 +4,7 @@
 // same Postgres cluster, created afresh by reset().
 import type postgres from "postgres";
 import { PROJECT_ROOT } from "../stack/stack.ts";
-import { delay, drainConcurrently, seconds, shareCalls } from "./measure.ts";
+import { delay, drainConcurrently, type Phase, phase, shareCalls } from "./measure.ts";
 import { cleanQueue, type Identity, OurQueue, SERVICE_ROLE } from "./ours.ts";
 
 export interface Contender {
@@ -16,10 +16,10 @@ export interface Contender {
   enqueueModes: string[];
   /** Fresh, empty state. */
   reset(): Promise<void>;
-  /** Seconds `callers` concurrent callers take to enqueue n jobs. */
-  enqueue(mode: string, callers: number, n: number): Promise<number>;
-  /** Seconds `consumers` concurrent consumers take until the n-th job is done. */
-  drain(consumers: number, n: number): Promise<number>;
+  /** `callers` concurrent callers enqueue n jobs, starting none after `maxSeconds`. */
+  enqueue(mode: string, callers: number, n: number, maxSeconds: number): Promise<Phase>;
+  /** `consumers` concurrent consumers take n jobs, or what they can in `maxSeconds`. */
+  drain(consumers: number, n: number, maxSeconds: number): Promise<Phase>;
   close(): Promise<void>;
 }
 
@@ -65,12 +65,16 @@ export function oursContender(ours: OurQueue, admin: postgres.Sql, users: Identi
     applicationName: OurQueue.APPLICATION_NAME,
     enqueueModes: [OURS_AS_SERVICE, OURS_AS_USERS],
     reset: () => cleanQueue(admin),
-    async enqueue(mode, callers, n) {
+    enqueue(mode, callers, n, maxSeconds) {
       if (mode === OURS_AS_USERS && users.length * 10 < n) throw new Error(`${n} jobs need ${n / 10} users`);
       const who = (i: number) => mode === OURS_AS_USERS ? users[i % users.length] : SERVICE_ROLE;
-      return await seconds(() => shareCalls(callers, n, (i) => ours.enqueue(who(i), i)));
+      return phase(
+        (deadline) => shareCalls(callers, n, (i) => ours.enqueue(who(i), i), deadline),
+        maxSeconds,
+      );
     },
-    drain: (consumers, n) => seconds(() => drainOurs(ours, consumers, n)),
+    drain: (consumers, n, maxSeconds) =>
+      phase((deadline) => drainOurs(ours, consumers, n, deadline), maxSeconds),
     close: () => Promise.resolve(), // the bench closes our pool at its end
   };
 }

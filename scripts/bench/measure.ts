@@ -67,12 +67,20 @@ export async function shareCalls(
   return made;
 }
 
-/** Jobs per second of `phase`, given the time it may take (it returns how many jobs it did by its deadline). */
-export async function perSecond(phase: (deadline: number) => Promise<number>, maxSeconds = Infinity) {
+/** What a phase did: jobs done, and the seconds it took. */
+export type Phase = { done: number; seconds: number };
+
+/** Runs `work` (it gets its deadline, performance.now() time, and returns how many jobs it did) and times it. */
+export async function phase(
+  work: (deadline: number) => Promise<number>,
+  maxSeconds = Infinity,
+): Promise<Phase> {
   const start = performance.now();
-  const done = await phase(start + maxSeconds * 1000);
-  return done / ((performance.now() - start) / 1000);
+  const done = await work(start + maxSeconds * 1000);
+  return { done, seconds: (performance.now() - start) / 1000 };
 }
+
+export const perSecond = (p: Phase) => p.done / p.seconds;
 
 /** How long a drain may go without finishing a job before the bench gives up on it. */
 const STALL_MS = 60_000;
@@ -107,15 +115,6 @@ export async function drainConcurrently(
     }
   }));
   return reserved;
-}
-
-/** Rejects when `promise` has not settled within `ms` (for runners that finish by themselves). */
-export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not done after ${ms / 1000} s`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 export const fmtRate = (perSecond: number) => `${Math.round(perSecond).toLocaleString("en")}/s`;

@@ -3,7 +3,7 @@
 import type postgres from "postgres";
 import { PgBoss } from "pg-boss";
 import { type Contender, dropDatabase, freshDatabase, pinnedVersion } from "./contenders.ts";
-import { drainConcurrently, seconds, shareCalls } from "./measure.ts";
+import { drainConcurrently, phase, shareCalls } from "./measure.ts";
 
 const QUEUE = "bench";
 const DATABASE = "bench_pg_boss";
@@ -37,22 +37,23 @@ export function pgBossContender(admin: postgres.Sql, dbUrl: string, log: (line: 
       await boss.start();
       await boss.createQueue(QUEUE);
     },
-    async enqueue(_mode, callers, n) {
+    enqueue(_mode, callers, n, maxSeconds) {
       const b = started();
-      return await seconds(() =>
-        shareCalls(callers, n, (i) => b.send(QUEUE, { question: `Benchmark question ${i}` }))
+      return phase(
+        (deadline) =>
+          shareCalls(callers, n, (i) => b.send(QUEUE, { question: `Benchmark question ${i}` }), deadline),
+        maxSeconds,
       );
     },
-    drain(consumers, n) {
+    drain(consumers, n, maxSeconds) {
       const b = started();
-      return seconds(() =>
-        drainConcurrently(consumers, n, async () => {
-          const [job] = await b.fetch(QUEUE, { batchSize: 1 });
-          if (!job) return false;
-          await b.complete(QUEUE, job.id);
-          return true;
-        })
-      );
+      const takeOne = async () => {
+        const [job] = await b.fetch(QUEUE, { batchSize: 1 });
+        if (!job) return false;
+        await b.complete(QUEUE, job.id);
+        return true;
+      };
+      return phase((deadline) => drainConcurrently(consumers, n, takeOne, deadline), maxSeconds);
     },
     async close() {
       await stop();

@@ -6,7 +6,7 @@
 // Each of --runs runs measures both, alternating which comes first; ratios are medians of per-run ratios.
 import { type BenchContext, type Figure, repeatWithin, type Row } from "./context.ts";
 import { drainOurs } from "./contenders.ts";
-import { fmtRate, fmtRatio, median, perSecond, shareCalls } from "./measure.ts";
+import { fmtRate, fmtRatio, median, perSecond, phase, shareCalls } from "./measure.ts";
 import { asUser, cleanQueue, createUsers, fillWaiting } from "./ours.ts";
 import { CALLERS, CONSUMERS } from "./throughput.ts";
 
@@ -28,13 +28,15 @@ export const scaling: Figure = {
       for (const waiting of run % 2 === 0 ? [0, LONG_QUEUE] : [LONG_QUEUE, 0]) {
         await cleanQueue(ctx.admin);
         await fillWaiting(ctx.admin, waiting, owners);
-        const enqueue = await perSecond(
-          (deadline) => shareCalls(CALLERS, m, (i) => ctx.ours.enqueue(users[i % users.length], i), deadline),
-          PHASE_SECONDS,
+        const enqueue = perSecond(
+          await phase(
+            (deadline) =>
+              shareCalls(CALLERS, m, (i) => ctx.ours.enqueue(users[i % users.length], i), deadline),
+            PHASE_SECONDS,
+          ),
         );
-        const drain = await perSecond(
-          (deadline) => drainOurs(ctx.ours, CONSUMERS, m, deadline),
-          PHASE_SECONDS,
+        const drain = perSecond(
+          await phase((deadline) => drainOurs(ctx.ours, CONSUMERS, m, deadline), PHASE_SECONDS),
         );
         byWaiting.get(waiting)!.push({ enqueue, drain });
         ctx.log(
