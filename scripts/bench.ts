@@ -108,9 +108,9 @@ try {
   console.log(
     `\nVideo queue benchmark: N = ${
       ctx.n.toLocaleString("en")
-    }, medians of ${ctx.runs} runs, ${machine.cores} cores, ${String(version).split(" on ")[0]}; ${
-      minutes.toFixed(1)
-    } min\n`,
+    }, medians of up to ${ctx.runs} runs (the notes say where fewer), ${machine.cores} cores, ${
+      String(version).split(" on ")[0]
+    }; ${minutes.toFixed(1)} min\n`,
   );
   console.log(table(rows));
   if (ctx.notes.length > 0) console.log(`\n${ctx.notes.join("\n")}`);
@@ -120,6 +120,7 @@ try {
     params: { n: ctx.n, runs: ctx.runs, callers: 10, consumers: 10, figures: figures.map((f) => f.name) },
     minutes,
     figures: rows,
+    notes: ctx.notes,
   };
   await Deno.writeTextFile(args.out, JSON.stringify(results, null, 2) + "\n");
   console.log(`\nfigures written to ${args.out}`);
