@@ -11,7 +11,7 @@
 // render history by then). The floor keeps jobs that started (almost) at once from dividing by ~0; how many
 // samples it touched is reported.
 //
-// `deno run -A scripts/bench/estimate_day.ts [--seed n] [--jobs n]` runs it against SUPABASE_DB_URL (or
+// `deno run -A scripts/bench/estimate_day.ts [--seed n] [--jobs n] [--history n]` runs it against SUPABASE_DB_URL (or
 // DB_URL) and prints the figures with a breakdown. It truncates `jobs` and puts the queue's configuration
 // back when done: use a throw-away or test database.
 import postgres from "postgres";
@@ -99,19 +99,26 @@ export type DayResult = {
   elapsedSeconds: number;
 };
 
+/** Options of a day: its seed, its jobs, and how many renders per renderer came before it (default none). */
+export type DayOptions = { seed?: number; jobs?: number; history?: number };
+
 /** The day's relative estimate error: median and 90th percentile over the warm samples. */
 export async function measureEstimateError(
   dbUrl: string,
-  opts: { seed?: number; jobs?: number } = {},
+  opts: DayOptions = {},
 ): Promise<{ median: number; p90: number; samples: number }> {
   const { median, p90, samples } = await simulateDay(dbUrl, opts);
   return { median, p90, samples };
 }
 
-type Arrival = { t: number; jobType: JobType; user: string };
+/** An enqueue: by an end user, or (history) by the service role before the day, not a sample. */
+type Arrival = { t: number; jobType: JobType; user: string | null };
 
-/** The day's arrivals in time order (distinct instants: claim order never rests on a random job id). */
-export function planArrivals(jobs: number, random: () => number): Arrival[] {
+/**
+ * The day's arrivals in time order (distinct instants: claim order never rests on a random job id), after
+ * `history` renders per renderer enqueued in the 90 minutes before midnight (render history for the morning).
+ */
+export function planArrivals(jobs: number, random: () => number, history = 0): Arrival[] {
   const pick = (mix: number[]): JobType => {
     let u = random() * mix.reduce((a, b) => a + b, 0);
     for (let i = 0; i < mix.length; i++) if ((u -= mix[i]) < 0) return JOB_TYPES[i];
@@ -119,6 +126,9 @@ export function planArrivals(jobs: number, random: () => number): Arrival[] {
   };
   const user = (i: number) => `00000000-0000-4000-8000-${(0xe5700000 + i).toString(16).padStart(12, "0")}`;
   const out: Arrival[] = [];
+  for (let i = 0; i < history; i++) {
+    for (const jobType of JOB_TYPES) out.push({ t: DAY_START - 1.5 * HOUR + i * HOUR / history, jobType, user: null });
+  }
   const nBursts = BURSTS.map((b) => Math.round(jobs * b.share));
   const nBackground = jobs - nBursts.reduce((a, b) => a + b, 0);
   const weight = BACKGROUND.hours.reduce((a, [s, e, w]) => a + (e - s) * w, 0);
@@ -161,6 +171,7 @@ export function percentile(sorted: number[], p: number): number {
 
 type Job = {
   id: string;
+  history: boolean;
   jobType: JobType;
   enqueuedAt: number;
   estimate: number | null;
@@ -171,19 +182,20 @@ type Job = {
   startedAt?: number;
 };
 type Claim = { job_id: string; attempt: number; callback_token: string; renderer: string; job_type: JobType };
-type Event =
-  | { t: number; seq: number; kind: "arrive"; arrival: Arrival }
-  | { t: number; seq: number; kind: "complete" | "fail"; claim: Claim }
-  | { t: number; seq: number; kind: "tick" };
+type Scheduled =
+  | { t: number; kind: "arrive"; arrival: Arrival }
+  | { t: number; kind: "complete" | "fail"; claim: Claim }
+  | { t: number; kind: "tick" };
+type Event = Scheduled & { seq: number }; // seq: events at the same instant run in the order they were planned
 
 /** Runs the day on the database at dbUrl and returns every figure the report prints. */
 export async function simulateDay(
   dbUrl: string,
-  opts: { seed?: number; jobs?: number; log?: (line: string) => void } = {},
+  opts: DayOptions = {},
 ): Promise<DayResult> {
   const seed = opts.seed ?? 20261202;
   const random = seededRandom(seed);
-  const arrivals = planArrivals(opts.jobs ?? 300, random);
+  const arrivals = planArrivals(opts.jobs ?? 300, random, opts.history ?? 0);
   // One connection: SQL's random() (the retry jitter) is seeded per session, so the day replays exactly.
   const sql = postgres(dbUrl, { max: 1, prepare: false, onnotice: () => {}, fetch_types: false });
   const began = performance.now();
@@ -208,8 +220,8 @@ export async function simulateDay(
   let unfinished = 0;
   let seq = 0;
   const events: Event[] = [];
-  const schedule = (e: Omit<Event, "seq">) => {
-    const ev = { ...e, seq: seq++ } as Event;
+  const schedule = (e: Scheduled) => {
+    const ev: Event = { ...e, seq: seq++ };
     let lo = 0, hi = events.length; // keep events sorted by (t, seq): binary insertion
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
@@ -250,7 +262,7 @@ export async function simulateDay(
                 max_processing_per_user = ${CONFIG.perUserCap}, job_timeout_minutes = ${CONFIG.jobTimeoutMinutes},
                 retry_interval_minutes = ${CONFIG.retryIntervalMinutes}`;
     await sql`update public.renderers set max_concurrent = ${CONFIG.revideoCap} where name = 'revideo'`;
-    const users = [...new Set(arrivals.map((a) => a.user))];
+    const users = [...new Set(arrivals.flatMap((a) => a.user ?? []))];
     await sql`insert into auth.users (id, email)
               select u::uuid, u || '@estimate-day.test' from jsonb_array_elements_text(${sql.json(users)}) u
               on conflict (id) do nothing`;
@@ -268,6 +280,7 @@ export async function simulateDay(
                  p_now => ${iso(t)}::timestamptz) as result`);
           jobs.set(job.id as string, {
             id: job.id as string,
+            history: user === null,
             jobType,
             enqueuedAt: t,
             estimate: job.estimated_wait_seconds as number | null,
@@ -288,7 +301,7 @@ export async function simulateDay(
                p_token => ${callback_token}, p_result => ${tx.json({ video_url: "https://cdn.test/v.mp4" })},
                p_now => ${iso(t)}::timestamptz) as result`);
         completions[renderer]++;
-        counts.completed++;
+        if (!jobs.get(job_id)!.history) counts.completed++;
         unfinished--;
       } else if (ev.kind === "fail") {
         const { job_id, attempt, callback_token } = ev.claim;
@@ -318,7 +331,7 @@ export async function simulateDay(
     await sql.end();
   }
 
-  const all = [...jobs.values()];
+  const all = [...jobs.values()].filter((j) => !j.history);
   const warmSamples = all.filter((j) => j.warm).map((j): Sample => {
     const actualWait = (j.startedAt! - j.enqueuedAt) / 1000;
     return {
@@ -417,7 +430,7 @@ if (import.meta.main) {
   };
   const url = Deno.env.get("SUPABASE_DB_URL") ?? Deno.env.get("DB_URL");
   if (!url) throw new Error("set SUPABASE_DB_URL or DB_URL (a throw-away database: the day truncates jobs)");
-  const r = await simulateDay(url, { seed: arg("seed"), jobs: arg("jobs") });
+  const r = await simulateDay(url, { seed: arg("seed"), jobs: arg("jobs"), history: arg("history") });
   console.log(
     `estimate error over a simulated day: median ${r.median.toFixed(3)} (target ≤ ${TARGET.median}), ` +
       `p90 ${r.p90.toFixed(3)} (target ≤ ${TARGET.p90}), ${r.samples} samples`,

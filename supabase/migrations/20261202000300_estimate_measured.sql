@@ -284,6 +284,6 @@ begin
     end loop;
   end if;
 
-  return ceil(greatest(v_start, v_own_start, v_user_wait,
-                       extract(epoch from (p_job.next_attempt_at - p_now)), 0))::integer;
+  return ceil(round(greatest(v_start, v_own_start, v_user_wait,  -- round: 1 / (1 / 120) is 120 and a bit
+                             extract(epoch from (p_job.next_attempt_at - p_now)), 0), 6))::integer;
 end $$;
