@@ -127,7 +127,9 @@ export function planArrivals(jobs: number, random: () => number, history = 0): A
   const user = (i: number) => `00000000-0000-4000-8000-${(0xe5700000 + i).toString(16).padStart(12, "0")}`;
   const out: Arrival[] = [];
   for (let i = 0; i < history; i++) {
-    for (const jobType of JOB_TYPES) out.push({ t: DAY_START - 1.5 * HOUR + i * HOUR / history, jobType, user: null });
+    for (const jobType of JOB_TYPES) {
+      out.push({ t: DAY_START - 1.5 * HOUR + i * HOUR / history, jobType, user: null });
+    }
   }
   const nBursts = BURSTS.map((b) => Math.round(jobs * b.share));
   const nBackground = jobs - nBursts.reduce((a, b) => a + b, 0);
@@ -136,11 +138,18 @@ export function planArrivals(jobs: number, random: () => number, history = 0): A
     let u = random() * weight;
     const [s, e, w] = BACKGROUND.hours.find(([s, e, w]) => (u -= (e - s) * w) < 0) ?? BACKGROUND.hours[0];
     const hour = e - (-u / w); // u is now in (-(e - s) * w, 0]
-    out.push({ t: DAY_START + Math.max(s, hour) * HOUR, jobType: pick(BACKGROUND.mix), user: user(random() * USERS | 0) });
+    out.push({
+      t: DAY_START + Math.max(s, hour) * HOUR,
+      jobType: pick(BACKGROUND.mix),
+      user: user(random() * USERS | 0),
+    });
   }
   BURSTS.forEach((b, k) => {
     const recent: string[] = [];
-    const times = Array.from({ length: nBursts[k] }, () => b.at * HOUR + random() * b.minutes * 60_000).sort((x, y) => x - y);
+    const times = Array.from({ length: nBursts[k] }, () => b.at * HOUR + random() * b.minutes * 60_000).sort((
+      x,
+      y,
+    ) => x - y);
     for (const t of times) {
       const who = recent.length > 0 && random() < FOLLOW_UP
         ? recent[random() * recent.length | 0]
@@ -239,8 +248,11 @@ export async function simulateDay(
 
   const claimPass = async (t: number) => {
     counts.passes++;
-    const claims = await asCaller<Claim[]>(null, (tx) =>
-      tx`select queue.claim_jobs(p_worker_id => 'estimate-day', p_now => ${iso(t)}::timestamptz) as result`);
+    const claims = await asCaller<Claim[]>(
+      null,
+      (tx) =>
+        tx`select queue.claim_jobs(p_worker_id => 'estimate-day', p_now => ${iso(t)}::timestamptz) as result`,
+    );
     for (const claim of claims) {
       const job = jobs.get(claim.job_id)!;
       job.startedAt ??= t;
@@ -275,9 +287,12 @@ export async function simulateDay(
       if (ev.kind === "arrive") {
         const { jobType, user } = ev.arrival;
         try {
-          const { job } = await asCaller<{ job: Record<string, unknown> }>(user, (tx) =>
-            tx`select queue.enqueue_job(p_job_type => ${jobType}, p_payload => ${tx.json({ topic: "day" })},
-                 p_now => ${iso(t)}::timestamptz) as result`);
+          const { job } = await asCaller<{ job: Record<string, unknown> }>(
+            user,
+            (tx) =>
+              tx`select queue.enqueue_job(p_job_type => ${jobType}, p_payload => ${tx.json({ topic: "day" })},
+                 p_now => ${iso(t)}::timestamptz) as result`,
+          );
           jobs.set(job.id as string, {
             id: job.id as string,
             history: user === null,
@@ -296,25 +311,33 @@ export async function simulateDay(
         }
       } else if (ev.kind === "complete") {
         const { job_id, attempt, callback_token, renderer } = ev.claim;
-        await asCaller(null, (tx) =>
-          tx`select queue.complete_job(p_job_id => ${job_id}::uuid, p_attempt => ${attempt}::int,
+        await asCaller(
+          null,
+          (tx) =>
+            tx`select queue.complete_job(p_job_id => ${job_id}::uuid, p_attempt => ${attempt}::int,
                p_token => ${callback_token}, p_result => ${tx.json({ video_url: "https://cdn.test/v.mp4" })},
-               p_now => ${iso(t)}::timestamptz) as result`);
+               p_now => ${iso(t)}::timestamptz) as result`,
+        );
         completions[renderer]++;
         if (!jobs.get(job_id)!.history) counts.completed++;
         unfinished--;
       } else if (ev.kind === "fail") {
         const { job_id, attempt, callback_token } = ev.claim;
-        const job = await asCaller<{ status: string }>(null, (tx) =>
-          tx`select queue.fail_job(p_job_id => ${job_id}::uuid, p_attempt => ${attempt}::int,
+        const job = await asCaller<{ status: string }>(
+          null,
+          (tx) =>
+            tx`select queue.fail_job(p_job_id => ${job_id}::uuid, p_attempt => ${attempt}::int,
                p_token => ${callback_token}, p_error => 'render crashed', p_retryable => true,
-               p_now => ${iso(t)}::timestamptz) as result`);
+               p_now => ${iso(t)}::timestamptz) as result`,
+        );
         if (job.status === "failed") counts.failed++, unfinished--;
         else counts.retries++;
       } else {
         tickAt = null;
-        const recovered = await asCaller<{ outcome: string }[]>(null, (tx) =>
-          tx`select queue.recover_expired_attempts(p_now => ${iso(t)}::timestamptz) as result`);
+        const recovered = await asCaller<{ outcome: string }[]>(
+          null,
+          (tx) => tx`select queue.recover_expired_attempts(p_now => ${iso(t)}::timestamptz) as result`,
+        );
         for (const r of recovered) {
           counts.recovered++;
           if (r.outcome === "failed") counts.failed++, unfinished--;
@@ -442,13 +465,28 @@ if (import.meta.main) {
       `(${r.recovered} by lease recovery); ${r.passes} claim passes; ${r.simulatedHours.toFixed(1)} h ` +
       `simulated in ${r.elapsedSeconds.toFixed(1)} s`,
   );
+  const waited = r.warmSamples.filter((s) => s.actualWait >= FLOOR_SECONDS);
+  const waitedErrors = waited.map((s) => s.relativeError).sort((a, b) => a - b);
+  console.log(
+    `jobs that waited ${FLOOR_SECONDS} s or more: median ${percentile(waitedErrors, 0.5).toFixed(3)}, ` +
+      `p90 ${percentile(waitedErrors, 0.9).toFixed(3)}, ${waited.length} samples`,
+  );
   console.log("\nby wait_reason at enqueue:");
   console.table(groupBy(r.warmSamples, (s) => s.waitReason ?? "null"));
   console.log("by renderer:");
   console.table(groupBy(r.warmSamples, (s) => s.renderer));
   console.log("by actual wait:");
-  console.table(groupBy(r.warmSamples, (s) =>
-    s.actualWait < FLOOR_SECONDS ? "a: < 10 s" : s.actualWait < 120 ? "b: 10 s – 2 min" : s.actualWait < 600
-      ? "c: 2 – 10 min"
-      : "d: ≥ 10 min"));
+  console.table(
+    groupBy(
+      r.warmSamples,
+      (s) =>
+        s.actualWait < FLOOR_SECONDS
+          ? "a: < 10 s"
+          : s.actualWait < 120
+          ? "b: 10 s – 2 min"
+          : s.actualWait < 600
+          ? "c: 2 – 10 min"
+          : "d: ≥ 10 min",
+    ),
+  );
 }

@@ -156,7 +156,7 @@ begin
 
   -- The running renders, each expected to need its type's render time minus what it has run (at least a
   -- quarter of it: one that has run long may be a slow one).
-  select array_agg(s.renderer), array_agg(s.job_type), array_agg(s.seconds)
+  select array_agg(s.renderer), array_agg(s.job_type), array_agg(greatest(s.seconds, 1))  -- never a 0 s render
     into v_mean_renderer, v_mean_type, v_mean_seconds from private.recent_render_seconds(p_now) s;
   select coalesce(array_agg(j.renderer), '{}'), coalesce(array_agg(j.user_id), '{}'),
          coalesce(array_agg(greatest(m.seconds - extract(epoch from (p_now - j.started_at)), m.seconds / 4)), '{}')
