@@ -85,10 +85,13 @@ export async function asCaller<T>(
   used.inFlight++;
   try {
     return await inTransaction(used.sql, async (tx) => {
-      await tx`select set_config('role', ${role}, true), set_config('request.jwt.claims', ${
-        JSON.stringify(claims)
-      }, true)`;
-      const [row] = await query(tx);
+      // Both statements go out at once (pipelined): one round trip fewer per call.
+      const [, [row]] = await Promise.all([
+        tx`select set_config('role', ${role}, true), set_config('request.jwt.claims', ${
+          JSON.stringify(claims)
+        }, true)`,
+        query(tx),
+      ]);
       return row.result as T;
     });
   } catch (err) {

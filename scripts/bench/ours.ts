@@ -44,10 +44,12 @@ export class OurQueue {
     query: (tx: postgres.TransactionSql) => postgres.PendingQuery<postgres.Row[]>,
   ) {
     return await this.sql.begin(async (tx) => {
-      await tx`select set_config('role', ${who.role}, true), set_config('request.jwt.claims', ${
-        JSON.stringify(who.claims)
-      }, true)`;
-      const [row] = await query(tx);
+      const [, [row]] = await Promise.all([
+        tx`select set_config('role', ${who.role}, true), set_config('request.jwt.claims', ${
+          JSON.stringify(who.claims)
+        }, true)`,
+        query(tx),
+      ]);
       return row.result as T;
     }) as T;
   }
