@@ -34,6 +34,16 @@ export type PassSummary = {
   capacity: Record<string, unknown>;
 };
 
+/** Who passes, and how it is stopped: an Edge Function pass uses the defaults; the long-running worker (worker/) its own. */
+export type PassOptions = {
+  /** The id claims are recorded under; default: a new one per pass. */
+  workerId?: string;
+  /** Once aborted, the pass claims nothing more and releases at once the claims it has not started dispatching. */
+  stop?: AbortSignal;
+  /** Called when the pass freed slots (default: kick another pass through the Edge Function). */
+  onSlotsFreed?: (reason: string) => void;
+};
+
 /** How one claim ended in this pass: still rendering, already done at dispatch, failed/retrying, back in the queue. */
 type Settled = "dispatched" | "completed" | "failed" | "released";
 
@@ -44,25 +54,37 @@ type InHand = { claim: Claim; workerId: string; log: ScopedLog };
 const undispatched = new Map<string, Claim>();
 const claimKey = (c: Claim) => `${c.job_id}/${c.attempt}`;
 
+/** The claims this instance holds and has not handed to a render service (in a pass, or a dispatch in flight). */
+export function claimsInHand(): Claim[] {
+  return [...undispatched.values()];
+}
+
+/**
+ * Puts back in the queue every claim this instance still holds (a dispatch that got no answer included; a
+ * render service that took it anyway is fenced off by the attempt): what a stopping instance does last.
+ */
+export async function releaseClaimsInHand(): Promise<number> {
+  const claims = claimsInHand();
+  undispatched.clear();
+  const released = await Promise.allSettled(claims.map((c) => releaseJob(c.job_id, c.attempt)));
+  return released.filter((r) => r.status === "fulfilled").length;
+}
+
 let releaseOnShutdown = false;
 function releaseUndispatchedOnShutdown(): void {
   if (releaseOnShutdown) return;
   releaseOnShutdown = true;
   addEventListener("beforeunload", () => {
     if (undispatched.size === 0) return; // scheduling nothing lets the runtime exit
-    const claims = [...undispatched.values()];
-    undispatched.clear();
-    runInBackground(
-      "release_on_shutdown",
-      () => Promise.all(claims.map((c) => releaseJob(c.job_id, c.attempt))),
-    );
+    runInBackground("release_on_shutdown", releaseClaimsInHand);
   });
 }
 
 /** One worker pass: recover, claim, dispatch; never stopped by one job's trouble. */
-export async function workerPass(): Promise<PassSummary> {
+export async function workerPass(options: PassOptions = {}): Promise<PassSummary> {
   releaseUndispatchedOnShutdown();
-  const workerId = `worker-${crypto.randomUUID().slice(0, 8)}`;
+  const { stop, onSlotsFreed = kickWorker } = options;
+  const workerId = options.workerId ?? `worker-${crypto.randomUUID().slice(0, 8)}`;
   const attemptLog = (ref: { job_id: string; attempt: number }) =>
     scopedLog({ job_id: ref.job_id, attempt: ref.attempt, worker_id: workerId });
   const passStart = performance.now();
@@ -70,7 +92,7 @@ export async function workerPass(): Promise<PassSummary> {
   const recovered = await recoverExpiredAttempts();
   for (const r of recovered) attemptLog(r)("attempt_recovered", { outcome: r.outcome });
 
-  const claims = await claimJobs(workerId);
+  const claims = stop?.aborted ? [] : await claimJobs(workerId);
   const inHand = claims.map((claim): InHand => ({ claim, workerId, log: attemptLog(claim) }));
   for (const job of inHand) {
     undispatched.set(claimKey(job.claim), job.claim);
@@ -81,13 +103,10 @@ export async function workerPass(): Promise<PassSummary> {
     });
   }
 
-  const settled = await mapConcurrently(inHand, DISPATCH_CONCURRENCY, (job) => {
-    if (performance.now() - passStart > PASS_BUDGET_MS) return release(job);
-    return dispatch(job);
-  });
+  const settled = await dispatchAll(inHand, passStart, stop);
 
   // Slots freed by this pass are filled by the next one at once, not at the next cron minute.
-  if (recovered.length > 0 || settled.some((s) => s !== "dispatched")) kickWorker("slots_freed");
+  if (recovered.length > 0 || settled.some((s) => s !== "dispatched")) onSlotsFreed("slots_freed");
 
   const stats = await getQueueStats({ kind: "service" });
   return {
@@ -214,16 +233,25 @@ function logOutcome(job: Job, jobLog: ScopedLog): void {
   jobLog(event, { duration_ms: ranMs, retry_count: job.retry_count, next_attempt_at: job.next_attempt_at });
 }
 
-/** Runs `fn` over `items` with at most `limit` at once, keeping the order of results. */
-async function mapConcurrently<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
+/**
+ * Dispatches the pass's claims, DISPATCH_CONCURRENCY at a time. Past the pass budget, or once `stop` is
+ * aborted, the claims not yet started are released instead (on abort at once, not when a lane frees up).
+ * Each claim is taken once, by a lane or by the release.
+ */
+async function dispatchAll(inHand: InHand[], passStart: number, stop?: AbortSignal): Promise<Settled[]> {
+  const waiting = [...inHand];
+  const settled: Promise<Settled>[] = [];
+  const releaseWaiting = () => settled.push(...waiting.splice(0).map(release));
+  stop?.addEventListener("abort", releaseWaiting);
+  if (stop?.aborted) releaseWaiting();
   const lane = async () => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i]);
+    for (let job = waiting.shift(); job; job = waiting.shift()) {
+      const outcome = performance.now() - passStart > PASS_BUDGET_MS ? release(job) : dispatch(job);
+      settled.push(outcome);
+      await outcome;
     }
   };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
-  return results;
+  await Promise.all(Array.from({ length: Math.min(DISPATCH_CONCURRENCY, waiting.length) }, lane));
+  stop?.removeEventListener("abort", releaseWaiting);
+  return await Promise.all(settled);
 }
