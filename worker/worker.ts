@@ -23,6 +23,8 @@ export type WorkerStatus = {
   in_flight_jobs: string[];
   /** Whether the LISTEN connection is up (else only the interval starts passes). */
   listening: boolean;
+  /** Whether a pass is running now; `passes` have ended. */
+  passing: boolean;
   passes: number;
   /** When the last pass ended, and what it did (or why it failed). */
   last_pass_at: string | null;
@@ -101,6 +103,7 @@ export class QueueWorker {
       in_flight: inHand.length,
       in_flight_jobs: inHand.map((c) => c.job_id),
       listening: this.#listener?.listening ?? false,
+      passing: this.#passing !== undefined,
       passes: this.#passes,
       last_pass_at: this.#lastPassAt?.toISOString() ?? null,
       last_pass: this.#lastPass,
