@@ -206,6 +206,19 @@ begin
 end $$;
 
 --
+-- Name: config_wake_worker(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.config_wake_worker() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  perform pg_catalog.pg_notify('video_queue_wakeup', 'config_changed');
+  return null;
+end $$;
+
+--
 -- Name: expire_queued_jobs(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -692,6 +705,38 @@ begin
     new.updated_at := now();
   end if;
   return new;
+end $$;
+
+--
+-- Name: jobs_wake_worker_after_insert(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs_wake_worker_after_insert() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  if exists (select 1 from new_rows n where n.status = 'queued' and n.next_attempt_at <= now()) then
+    perform pg_catalog.pg_notify('video_queue_wakeup', 'job_claimable');
+  end if;
+  return null;
+end $$;
+
+--
+-- Name: jobs_wake_worker_after_update(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs_wake_worker_after_update() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  if exists (select 1 from old_rows o join new_rows n on n.id = o.id
+              where (o.status = 'processing' and n.status <> 'processing')
+                 or (o.status <> 'queued' and n.status = 'queued' and n.next_attempt_at <= now())) then
+    perform pg_catalog.pg_notify('video_queue_wakeup', 'slot_freed');
+  end if;
+  return null;
 end $$;
 
 --
@@ -2064,6 +2109,18 @@ CREATE TRIGGER _500_count_queued_truncate AFTER TRUNCATE ON public.jobs FOR EACH
 CREATE TRIGGER _500_count_queued_update AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_depth_after_update();
 
 --
+-- Name: jobs _600_wake_worker_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _600_wake_worker_insert AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_wake_worker_after_insert();
+
+--
+-- Name: jobs _600_wake_worker_update; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _600_wake_worker_update AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_wake_worker_after_update();
+
+--
 -- Name: jobs _900_touch_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -2074,6 +2131,18 @@ CREATE TRIGGER _900_touch_updated_at BEFORE UPDATE ON public.jobs FOR EACH ROW E
 --
 
 CREATE TRIGGER job_queue_config_validate BEFORE INSERT OR UPDATE ON public.job_queue_config FOR EACH ROW EXECUTE FUNCTION private.job_queue_config_validate();
+
+--
+-- Name: job_queue_config wake_worker; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER wake_worker AFTER UPDATE ON public.job_queue_config FOR EACH STATEMENT EXECUTE FUNCTION private.config_wake_worker();
+
+--
+-- Name: renderers wake_worker; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER wake_worker AFTER UPDATE ON public.renderers FOR EACH STATEMENT EXECUTE FUNCTION private.config_wake_worker();
 
 --
 -- Name: job_attempts job_attempts_endpoint_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
@@ -2231,6 +2300,12 @@ GRANT ALL ON TABLE public.jobs TO service_role;
 REVOKE ALL ON FUNCTION private.close_attempt(p_job public.jobs, p_outcome text, p_error text, p_now timestamp with time zone) FROM PUBLIC;
 
 --
+-- Name: FUNCTION config_wake_worker(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.config_wake_worker() FROM PUBLIC;
+
+--
 -- Name: FUNCTION expire_queued_jobs(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
@@ -2334,6 +2409,18 @@ REVOKE ALL ON FUNCTION private.jobs_depth_after_update() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION private.jobs_touch_updated_at() FROM PUBLIC;
+
+--
+-- Name: FUNCTION jobs_wake_worker_after_insert(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs_wake_worker_after_insert() FROM PUBLIC;
+
+--
+-- Name: FUNCTION jobs_wake_worker_after_update(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs_wake_worker_after_update() FROM PUBLIC;
 
 --
 -- Name: FUNCTION lock_current_attempt(p_job_id uuid, p_attempt integer, p_token text, p_allow_completed_repeat boolean, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -

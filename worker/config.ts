@@ -4,6 +4,8 @@ import { parseArgs } from "node:util";
 export type WorkerConfig = {
   /** Postgres URL: a direct connection or the session pooler (LISTEN does not pass the transaction pooler). */
   dbUrl: string;
+  /** The project URL: render services call back to `<it>/functions/v1/video-queue-worker/events`. */
+  supabaseUrl: string;
   /** Recorded on every claim (job_attempts.worker_id); one per instance. */
   workerId: string;
   /** A pass at least this often, besides the ones NOTIFY asks for. */
@@ -15,9 +17,10 @@ export type WorkerConfig = {
   healthPort: number;
 };
 
-export const USAGE = `deno task worker [--db-url URL] [--worker-id ID] [--interval-ms N] [--grace-ms N]
-                  [--health-hostname HOST] [--health-port N]
-env: SUPABASE_DB_URL, WORKER_ID, WORKER_INTERVAL_MS, WORKER_GRACE_MS, WORKER_HEALTH_HOSTNAME, WORKER_HEALTH_PORT`;
+export const USAGE = `deno task worker [--db-url URL] [--supabase-url URL] [--worker-id ID] [--interval-ms N]
+                  [--grace-ms N] [--health-hostname HOST] [--health-port N]
+env: SUPABASE_DB_URL, SUPABASE_URL, WORKER_ID, WORKER_INTERVAL_MS, WORKER_GRACE_MS, WORKER_HEALTH_HOSTNAME,
+     WORKER_HEALTH_PORT`;
 
 /** Reads the settings from `args` and `env`; throws a sentence naming the bad setting. */
 export function readConfig(args: string[], env: (name: string) => string | undefined): WorkerConfig {
@@ -25,6 +28,7 @@ export function readConfig(args: string[], env: (name: string) => string | undef
     args,
     options: {
       "db-url": { type: "string" },
+      "supabase-url": { type: "string" },
       "worker-id": { type: "string" },
       "interval-ms": { type: "string" },
       "grace-ms": { type: "string" },
@@ -35,8 +39,13 @@ export function readConfig(args: string[], env: (name: string) => string | undef
   const setting = (flag: keyof typeof flags, name: string) => flags[flag] ?? (env(name) || undefined);
   const dbUrl = setting("db-url", "SUPABASE_DB_URL");
   if (!dbUrl) throw new Error("Set the database URL: --db-url or SUPABASE_DB_URL.");
+  const supabaseUrl = setting("supabase-url", "SUPABASE_URL");
+  if (!supabaseUrl) {
+    throw new Error("Set the project URL, where render services call back: --supabase-url or SUPABASE_URL.");
+  }
   return {
     dbUrl,
+    supabaseUrl,
     workerId: setting("worker-id", "WORKER_ID") ?? `${Deno.hostname()}-${Deno.pid}`,
     intervalMs: count(setting("interval-ms", "WORKER_INTERVAL_MS"), "interval-ms", 5_000, 1),
     graceMs: count(setting("grace-ms", "WORKER_GRACE_MS"), "grace-ms", 20_000, 0),

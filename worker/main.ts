@@ -14,8 +14,9 @@ const config = (() => {
     Deno.exit(2);
   }
 })();
-// shared/db.ts opens its pool on SUPABASE_DB_URL.
+// shared/ reads both from the environment (db.ts: the pool; dispatch.ts: the callback URL).
 Deno.env.set("SUPABASE_DB_URL", config.dbUrl);
+Deno.env.set("SUPABASE_URL", config.supabaseUrl);
 
 const worker = new QueueWorker(config);
 const health = Deno.serve(
