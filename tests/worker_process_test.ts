@@ -5,13 +5,16 @@
 //     dispatching (the other workers take them), lets its dispatches in flight finish, and exits 0; with a
 //     grace period shorter than its dispatches, it releases those too, and a render service that took one
 //     anyway is fenced off by the attempt;
+//   - the wake-up migration notifies when a pass is useful (a claimable job, a freed slot, a release, a config
+//     change) and not on a claim, a progress report or a job scheduled for later;
 //   - GET /health says the database is down while Postgres is stopped and up once it is back, and the
 //     worker listens and passes again by itself.
 // Jobs are inserted with SQL (the seed's INSERT INTO jobs) and the fake render service reports completions
 // with queue.complete_job, as the callback endpoint would: no Edge Function pass or kick is involved.
 import assert from "node:assert/strict";
+import postgres from "postgres";
 import { startPostgres, stopPostgres, waitForPostgres } from "../scripts/stack/stack.ts";
-import type { DispatchBody } from "../shared/mod.ts";
+import { type Claim, type DispatchBody, dispatchBody } from "../shared/mod.ts";
 import { type SpawnedWorker, spawnWorker } from "../worker/spawn.ts";
 import type { WorkerStatus } from "../worker/worker.ts";
 import { db, env, eventually, resetData, setQueueCronActive, test } from "./harness.ts";
@@ -90,6 +93,64 @@ const attempts = () =>
     select job_id, attempt, worker_id, outcome from job_attempts order by job_id, attempt`;
 const completedCount = async () =>
   (await db`select count(*)::int as n from jobs where status = 'completed'`)[0].n as number;
+
+test("NOTIFY video_queue_wakeup: a claimable job, a freed slot, a release, a config change; not a claim or progress", async () => {
+  await resetData();
+  await setQueueCronActive(false);
+  const listener = postgres(env.SUPABASE_DB_URL, { max: 1, prepare: false, onnotice: () => {} });
+  const heard: string[] = [];
+  await listener.listen("video_queue_wakeup", (payload) => heard.push(payload));
+  let sentinels = 0;
+  /** What `statement` made Postgres notify: all heard before a sentinel notified after it (commit order). */
+  const notifiedBy = async (statement: () => Promise<unknown>) => {
+    heard.length = 0;
+    await statement();
+    const sentinel = `sentinel-${sentinels++}`;
+    await db`select pg_notify('video_queue_wakeup', ${sentinel})`;
+    await eventually(sentinel, () => Promise.resolve(heard.includes(sentinel)));
+    return heard.filter((payload) => payload !== sentinel);
+  };
+  try {
+    await configure("http://127.0.0.1:9/render", { global: 10, manim: 4, revideo: null });
+    assert.deepEqual(
+      await notifiedBy(() =>
+        db`insert into jobs (job_type, status, payload, next_attempt_at)
+           values ('doubt', 'queued', '{}', now() + interval '1 hour')`
+      ),
+      [],
+      "a job scheduled for later",
+    );
+    assert.deepEqual(await notifiedBy(() => insertJobs(3, "doubt")), ["job_claimable"]);
+    let claims: Claim[] = [];
+    const claim = async () => [{ claims }] = await db`select queue.claim_jobs('notify-test', 2) as claims`;
+    assert.deepEqual(await notifiedBy(claim), [], "a claim");
+    const [first, second] = claims.map(dispatchBody);
+    assert.deepEqual(
+      await notifiedBy(() =>
+        db`select queue.report_progress(${first.job_id}::uuid, ${first.attempt}::int, ${first.callback.token},
+                                        'composing_video', 60)`
+      ),
+      [],
+      "a progress report",
+    );
+    assert.deepEqual(await notifiedBy(() => complete(first)), ["slot_freed"], "a completion");
+    assert.deepEqual(
+      await notifiedBy(() => db`select queue.release_job(${second.job_id}::uuid, ${second.attempt}::int)`),
+      ["slot_freed"],
+      "a release",
+    );
+    assert.deepEqual(
+      await notifiedBy(() => db`update job_queue_config set max_concurrent_renders = 12`),
+      ["config_changed"],
+    );
+    assert.deepEqual(
+      await notifiedBy(() => db`update renderers set paused = false where name = 'manim'`),
+      ["config_changed"],
+    );
+  } finally {
+    await listener.end();
+  }
+});
 
 test("three worker processes drain 60 jobs on NOTIFY: each claimed once, caps never exceeded", async () => {
   await resetData();
