@@ -130,7 +130,7 @@ function flags(options: SpawnOptions): string[] {
 }
 
 /** The lines of a byte stream, without their line breaks. */
-async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string, void> {
+export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string, void> {
   let partial = "";
   for await (const text of stream.pipeThrough(new TextDecoderStream())) {
     const lines = (partial + text).split("\n");

@@ -19,7 +19,14 @@ export { prometheusText, type QueueMetrics } from "./metrics.ts";
 export * from "./queue.ts";
 export * from "./render_protocol.ts";
 export * from "./schemas.ts";
-export { applyRenderEvent, type PassSummary, workerPass } from "./worker_pass.ts";
+export {
+  applyRenderEvent,
+  claimsInHand,
+  type PassOptions,
+  type PassSummary,
+  releaseClaimsInHand,
+  workerPass,
+} from "./worker_pass.ts";
 export {
   deliverDueWebhooks,
   deliverWebhooksInBackground,

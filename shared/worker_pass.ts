@@ -3,7 +3,6 @@
 // answer means (a DispatchOutcome); a callback applies a render service's report on one attempt. SQL fences
 // every write by attempt and decides every queue rule: this module only calls it and logs.
 import { kickWorker, runInBackground } from "./background.ts";
-import { mapConcurrently } from "./concurrency.ts";
 import { dispatchToRenderer } from "./dispatch.ts";
 import { log, type ScopedLog, scopedLog, since } from "./log.ts";
 import {
@@ -36,6 +35,16 @@ export type PassSummary = {
   capacity: Record<string, unknown>;
 };
 
+/** Who passes, and how it is stopped: an Edge Function pass uses the defaults; the long-running worker (worker/) its own. */
+export type PassOptions = {
+  /** The id claims are recorded under; default: a new one per pass. */
+  workerId?: string;
+  /** Once aborted, the pass claims nothing more and releases at once the claims it has not started dispatching. */
+  stop?: AbortSignal;
+  /** Called when the pass freed slots (default: kick another pass through the Edge Function). */
+  onSlotsFreed?: (reason: string) => void;
+};
+
 /** How one claim ended in this pass: still rendering, already done at dispatch, failed/retrying, back in the queue. */
 type Settled = "dispatched" | "completed" | "failed" | "released";
 
@@ -46,25 +55,37 @@ type InHand = { claim: Claim; workerId: string; log: ScopedLog };
 const undispatched = new Map<string, Claim>();
 const claimKey = (c: Claim) => `${c.job_id}/${c.attempt}`;
 
+/** The claims this instance holds and has not handed to a render service (in a pass, or a dispatch in flight). */
+export function claimsInHand(): Claim[] {
+  return [...undispatched.values()];
+}
+
+/**
+ * Puts back in the queue every claim this instance still holds (a dispatch that got no answer included; a
+ * render service that took it anyway is fenced off by the attempt): what a stopping instance does last.
+ */
+export async function releaseClaimsInHand(): Promise<number> {
+  const claims = claimsInHand();
+  undispatched.clear();
+  const released = await Promise.allSettled(claims.map((c) => releaseJob(c.job_id, c.attempt)));
+  return released.filter((r) => r.status === "fulfilled").length;
+}
+
 let releaseOnShutdown = false;
 function releaseUndispatchedOnShutdown(): void {
   if (releaseOnShutdown) return;
   releaseOnShutdown = true;
   addEventListener("beforeunload", () => {
     if (undispatched.size === 0) return; // scheduling nothing lets the runtime exit
-    const claims = [...undispatched.values()];
-    undispatched.clear();
-    runInBackground(
-      "release_on_shutdown",
-      () => Promise.all(claims.map((c) => releaseJob(c.job_id, c.attempt))),
-    );
+    runInBackground("release_on_shutdown", releaseClaimsInHand);
   });
 }
 
 /** One worker pass: recover, claim, dispatch; never stopped by one job's trouble. */
-export async function workerPass(): Promise<PassSummary> {
+export async function workerPass(options: PassOptions = {}): Promise<PassSummary> {
   releaseUndispatchedOnShutdown();
-  const workerId = `worker-${crypto.randomUUID().slice(0, 8)}`;
+  const { stop, onSlotsFreed = kickWorker } = options;
+  const workerId = options.workerId ?? `worker-${crypto.randomUUID().slice(0, 8)}`;
   const attemptLog = (ref: { job_id: string; attempt: number }) =>
     scopedLog({ job_id: ref.job_id, attempt: ref.attempt, worker_id: workerId });
   const passStart = performance.now();
@@ -72,7 +93,7 @@ export async function workerPass(): Promise<PassSummary> {
   const recovered = await recoverExpiredAttempts();
   for (const r of recovered) attemptLog(r)("attempt_recovered", { outcome: r.outcome });
 
-  const claims = await claimJobs(workerId);
+  const claims = stop?.aborted ? [] : await claimJobs(workerId);
   const inHand = claims.map((claim): InHand => ({ claim, workerId, log: attemptLog(claim) }));
   for (const job of inHand) {
     undispatched.set(claimKey(job.claim), job.claim);
@@ -83,16 +104,13 @@ export async function workerPass(): Promise<PassSummary> {
     });
   }
 
-  const settled = await mapConcurrently(inHand, DISPATCH_CONCURRENCY, (job) => {
-    if (performance.now() - passStart > PASS_BUDGET_MS) return release(job);
-    return dispatch(job);
-  });
+  const settled = await dispatchAll(inHand, passStart, stop);
 
   // Webhooks of finished jobs go out beside the queue: no receiver can delay this pass or the next claim.
   deliverWebhooksInBackground();
 
   // Slots freed by this pass are filled by the next one at once, not at the next cron minute.
-  if (recovered.length > 0 || settled.some((s) => s !== "dispatched")) kickWorker("slots_freed");
+  if (recovered.length > 0 || settled.some((s) => s !== "dispatched")) onSlotsFreed("slots_freed");
 
   // Waiting jobs hear their new places (Realtime); the same call answers the stats.
   const stats = await publishQueueChanges();
@@ -218,4 +236,27 @@ function logOutcome(job: Job, jobLog: ScopedLog): void {
     : "job_failed";
   const ranMs = job.started_at ? Date.now() - Date.parse(job.started_at) : undefined;
   jobLog(event, { duration_ms: ranMs, retry_count: job.retry_count, next_attempt_at: job.next_attempt_at });
+}
+
+/**
+ * Dispatches the pass's claims, DISPATCH_CONCURRENCY at a time. Past the pass budget, or once `stop` is
+ * aborted, the claims not yet started are released instead (on abort at once, not when a lane frees up).
+ * Each claim is taken once, by a lane or by the release.
+ */
+async function dispatchAll(inHand: InHand[], passStart: number, stop?: AbortSignal): Promise<Settled[]> {
+  const waiting = [...inHand];
+  const settled: Promise<Settled>[] = [];
+  const releaseWaiting = () => settled.push(...waiting.splice(0).map(release));
+  stop?.addEventListener("abort", releaseWaiting);
+  if (stop?.aborted) releaseWaiting();
+  const lane = async () => {
+    for (let job = waiting.shift(); job; job = waiting.shift()) {
+      const outcome = performance.now() - passStart > PASS_BUDGET_MS ? release(job) : dispatch(job);
+      settled.push(outcome);
+      await outcome;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(DISPATCH_CONCURRENCY, waiting.length) }, lane));
+  stop?.removeEventListener("abort", releaseWaiting);
+  return await Promise.all(settled);
 }
