@@ -112,6 +112,16 @@ test("NOTIFY video_queue_wakeup: a claimable job, a freed slot, a release, a con
   };
   try {
     await configure("http://127.0.0.1:9/render", { global: 10, manim: 4, revideo: null });
+    // Nobody holds a listener row yet (a deployment without the worker): nothing notifies.
+    assert.deepEqual(
+      await notifiedBy(() =>
+        db`insert into jobs (job_type, status, payload) values ('doubt', 'queued', '{}')`
+      ),
+      [],
+      "no listener, no NOTIFY",
+    );
+    await db`delete from jobs`;
+    await listener`select queue.hold_wakeup_listener(60)`;
     assert.deepEqual(
       await notifiedBy(() =>
         db`insert into jobs (job_type, status, payload, next_attempt_at)
@@ -148,6 +158,7 @@ test("NOTIFY video_queue_wakeup: a claimable job, a freed slot, a release, a con
       ["config_changed"],
     );
   } finally {
+    await listener`select queue.hold_wakeup_listener(0)`;
     await listener.end();
   }
 });

@@ -7,6 +7,8 @@ import { log } from "../shared/mod.ts";
 
 export const WAKEUP_CHANNEL = "video_queue_wakeup";
 const RETRY_MS = [250, 500, 1_000, 2_000, 5_000];
+/** How long one renewal of the listener row lasts (renewed every third of it). */
+const HOLD_SECONDS = 15;
 
 // `onnotify` is the hook postgres.js's own sql.listen() uses (src/connection.js, NotificationResponse); its
 // type declarations leave it out.
@@ -52,6 +54,7 @@ export function listenForWakeups(dbUrl: string, onWakeup: (reason: string) => vo
     if (closed) return;
     try {
       await sql.unsafe(`listen ${WAKEUP_CHANNEL}`);
+      await holdListener();
       listening = true;
       failures = 0;
       log("worker_listening", { channel: WAKEUP_CHANNEL });
@@ -66,6 +69,12 @@ export function listenForWakeups(dbUrl: string, onWakeup: (reason: string) => vo
     retry = setTimeout(listen, RETRY_MS[Math.min(failures, RETRY_MS.length - 1)]);
   };
 
+  // SQL notifies only while some session holds a listener row (migration 20261202000700): renew ours.
+  const holdListener = () => sql`select queue.hold_wakeup_listener(${HOLD_SECONDS})`;
+  const renew = setInterval(() => {
+    if (listening) holdListener().catch(() => {}); // a lost connection re-listens (and holds) by itself
+  }, (HOLD_SECONDS * 1000) / 3);
+
   void listen();
   return {
     get listening() {
@@ -74,6 +83,8 @@ export function listenForWakeups(dbUrl: string, onWakeup: (reason: string) => vo
     async close() {
       closed = true;
       clearTimeout(retry);
+      clearInterval(renew);
+      if (listening) await sql`select queue.hold_wakeup_listener(0)`.catch(() => {});
       listening = false;
       await sql.end({ timeout: 1 }).catch(() => {});
     },
