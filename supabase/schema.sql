@@ -224,7 +224,7 @@ end $$;
 --
 
 CREATE FUNCTION private.config_wake_worker() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
 begin
@@ -978,11 +978,12 @@ end $$;
 --
 
 CREATE FUNCTION private.jobs_wake_worker_after_insert() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
 begin
-  if exists (select 1 from new_rows n where n.status = 'queued' and n.next_attempt_at <= now()) then
+  if private.wakeup_listened()
+     and exists (select 1 from new_rows n where n.status = 'queued' and n.next_attempt_at <= now()) then
     perform pg_catalog.pg_notify('video_queue_wakeup', 'job_claimable');
   end if;
   return null;
@@ -993,11 +994,12 @@ end $$;
 --
 
 CREATE FUNCTION private.jobs_wake_worker_after_update() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
 begin
-  if exists (select 1 from old_rows o join new_rows n on n.id = o.id
+  if private.wakeup_listened()
+     and exists (select 1 from old_rows o join new_rows n on n.id = o.id
               where (o.status = 'processing' and n.status <> 'processing')
                  or (o.status <> 'queued' and n.status = 'queued' and n.next_attempt_at <= now())) then
     perform pg_catalog.pg_notify('video_queue_wakeup', 'slot_freed');
@@ -1664,6 +1666,17 @@ CREATE FUNCTION private.user_claim_key(p_user_id uuid) RETURNS bigint
     SET search_path TO ''
     AS $$
   select pg_catalog.hashtextextended('video_queue.claim.user:' || p_user_id::text, 0)
+$$;
+
+--
+-- Name: wakeup_listened(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.wakeup_listened() RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select exists (select 1 from private.wakeup_listeners l where l.listening_until > now())
 $$;
 
 --
@@ -2419,6 +2432,26 @@ CREATE FUNCTION queue.get_queue_stats(p_now timestamp with time zone DEFAULT now
 $$;
 
 --
+-- Name: hold_wakeup_listener(integer); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.hold_wakeup_listener(p_seconds integer) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if p_seconds > 0 then
+    insert into private.wakeup_listeners (backend_pid, listening_until)
+    values (pg_catalog.pg_backend_pid(), now() + make_interval(secs => p_seconds))
+    on conflict (backend_pid) do update set listening_until = excluded.listening_until;
+  else
+    delete from private.wakeup_listeners l where l.backend_pid = pg_catalog.pg_backend_pid();
+  end if;
+  -- Rows of sessions that stopped renewing.
+  delete from private.wakeup_listeners l where l.listening_until < now() - interval '1 minute';
+end $$;
+
+--
 -- Name: list_jobs(text, integer, timestamp with time zone, text, text, uuid); Type: FUNCTION; Schema: queue; Owner: -
 --
 
@@ -2812,6 +2845,15 @@ CREATE TABLE private.realtime_publisher (
 COMMENT ON TABLE private.realtime_publisher IS 'publish_queue_changes''s state (one row): the last job its walk through the rest of the queue looked at (claim order), when, and the stats last sent on queue:admin.';
 
 --
+-- Name: wakeup_listeners; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.wakeup_listeners (
+    backend_pid integer NOT NULL,
+    listening_until timestamp with time zone NOT NULL
+);
+
+--
 -- Name: job_attempts; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -3199,6 +3241,13 @@ ALTER TABLE ONLY private.realtime_job_marks
 
 ALTER TABLE ONLY private.realtime_publisher
     ADD CONSTRAINT realtime_publisher_pkey PRIMARY KEY (singleton);
+
+--
+-- Name: wakeup_listeners wakeup_listeners_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.wakeup_listeners
+    ADD CONSTRAINT wakeup_listeners_pkey PRIMARY KEY (backend_pid);
 
 --
 -- Name: job_attempts job_attempts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -3638,6 +3687,12 @@ ALTER TABLE private.realtime_job_marks ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE private.realtime_publisher ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: wakeup_listeners; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.wakeup_listeners ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: job_attempts; Type: ROW SECURITY; Schema: public; Owner: -
@@ -4102,6 +4157,12 @@ REVOKE ALL ON FUNCTION private.take_capacity_slot(p_scope text, p_cap integer, p
 REVOKE ALL ON FUNCTION private.user_claim_key(p_user_id uuid) FROM PUBLIC;
 
 --
+-- Name: FUNCTION wakeup_listened(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.wakeup_listened() FROM PUBLIC;
+
+--
 -- Name: FUNCTION webhook_backoff(p_attempt integer); Type: ACL; Schema: private; Owner: -
 --
 
@@ -4226,6 +4287,13 @@ GRANT ALL ON FUNCTION queue.get_queue_metrics(p_now timestamp with time zone) TO
 REVOKE ALL ON FUNCTION queue.get_queue_stats(p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.get_queue_stats(p_now timestamp with time zone) TO authenticated;
 GRANT ALL ON FUNCTION queue.get_queue_stats(p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION hold_wakeup_listener(p_seconds integer); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.hold_wakeup_listener(p_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.hold_wakeup_listener(p_seconds integer) TO service_role;
 
 --
 -- Name: FUNCTION list_jobs(p_status text, p_limit integer, p_now timestamp with time zone, p_job_type text, p_renderer text, p_user_id uuid); Type: ACL; Schema: queue; Owner: -
