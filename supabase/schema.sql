@@ -206,6 +206,25 @@ begin
 end $$;
 
 --
+-- Name: completed_renders(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.completed_renders(p_from timestamp with time zone, p_to timestamp with time zone) RETURNS TABLE(wait_seconds numeric, processing_seconds numeric)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_renderer text;
+begin
+  for v_renderer in select r.name from public.renderers r loop
+    return query
+      select extract(epoch from (j.started_at - j.created_at)), extract(epoch from (j.completed_at - j.started_at))
+        from public.jobs j
+       where j.status = 'completed' and j.renderer = v_renderer and j.completed_at > p_from and j.completed_at <= p_to;
+  end loop;
+end $$;
+
+--
 -- Name: expire_queued_jobs(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -976,6 +995,7 @@ CREATE FUNCTION public.get_queue_stats(p_now timestamp with time zone DEFAULT no
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     SET jit TO 'off'
+    SET enable_seqscan TO 'off'
     AS $$
 -- The queue's Stats object. Admins: service_role, an admin JWT, or a direct SQL session (psql, SQL editor).
 declare
@@ -1019,14 +1039,17 @@ begin
     into v_finished
     from public.jobs j where j.completed_at >= v_today and j.completed_at <= p_now;
 
-  select count(*) as n,
-         avg(extract(epoch from (j.started_at - j.created_at))) as avg_wait,
-         avg(extract(epoch from (j.completed_at - j.started_at))) as avg_processing
+  select count(*) as n, avg(c.wait_seconds) as avg_wait, avg(c.processing_seconds) as avg_processing
     into v_hour
-    from public.jobs j
-   where j.completed_at > p_now - interval '1 hour' and j.completed_at <= p_now and j.status = 'completed';
+    from private.completed_renders(p_now - interval '1 hour', p_now) c;
 
-  select min(j.created_at) into v_oldest from public.jobs j where j.status = 'queued';
+  -- The oldest queued job: the first of each priority on jobs_queued_order. (A plain min(created_at) over
+  -- queued rows has no index in that order and may walk jobs_created past every finished job.)
+  select min(o.created_at) into v_oldest
+    from (values (0::smallint), (1::smallint), (2::smallint)) p(rank)
+   cross join lateral (select j.created_at from public.jobs j
+                        where j.status = 'queued' and j.priority_rank = p.rank
+                        order by j.created_at limit 1) o;
 
   return jsonb_build_object(
     'queued', (v_depth ->> 'high')::bigint + (v_depth ->> 'medium')::bigint + (v_depth ->> 'low')::bigint,
@@ -1255,6 +1278,8 @@ end $$;
 CREATE FUNCTION queue.enqueue_job(p_job_type text, p_payload jsonb, p_idempotency_key text DEFAULT NULL::text, p_priority text DEFAULT NULL::text, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_renderer text DEFAULT NULL::text, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
+    SET jit TO 'off'
+    SET enable_seqscan TO 'off'
     AS $$
 -- Enqueues a job for the calling user ({"job", "created"}). Authenticated users and service_role.
 declare
@@ -1325,8 +1350,10 @@ begin
   -- Per-user limits (end users only; admins and the service role are not limited).
   if v_uid is not null and not v_admin then
     select * into v_cfg from public.job_queue_config limit 1;
+    -- Unfinished = completed_at is null (the CHECK jobs_finished_has_completed_at), the predicate of
+    -- jobs_user_open: a predicate that no query on queued rows implies, so none of them can walk this index.
     select count(*) into v_count from (
-      select 1 from public.jobs j where j.user_id = v_uid and j.status in ('queued', 'processing')
+      select 1 from public.jobs j where j.user_id = v_uid and j.completed_at is null
        limit v_cfg.max_queued_per_user) x;
     if v_count >= v_cfg.max_queued_per_user then
       raise exception 'you already have % unfinished jobs, the most allowed at once', v_count
@@ -1404,6 +1431,7 @@ CREATE FUNCTION queue.get_queue_metrics(p_now timestamp with time zone DEFAULT n
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     SET jit TO 'off'
+    SET enable_seqscan TO 'off'
     AS $$
 -- What /status/metrics renders: gauges, monotonic counters, last-hour quantiles. Admins (as get_queue_stats).
 declare
@@ -1416,11 +1444,10 @@ begin
   end if;
   v_stats := public.get_queue_stats(p_now);
   select jsonb_object_agg(c.name, c.value) into v_counters from public.queue_counters c;
-  select percentile_cont(array[0.5, 0.9, 0.99]) within group (order by extract(epoch from (j.started_at - j.created_at))) as wait_q,
-         percentile_cont(array[0.5, 0.9, 0.99]) within group (order by extract(epoch from (j.completed_at - j.started_at))) as proc_q
+  select percentile_cont(array[0.5, 0.9, 0.99]) within group (order by c.wait_seconds) as wait_q,
+         percentile_cont(array[0.5, 0.9, 0.99]) within group (order by c.processing_seconds) as proc_q
     into v_q
-    from public.jobs j
-   where j.completed_at > p_now - interval '1 hour' and j.completed_at <= p_now and j.status = 'completed';
+    from private.completed_renders(p_now - interval '1 hour', p_now) c;
   return jsonb_build_object(
     'queued_by_priority', (select jsonb_object_agg(k, v -> 'queued') from jsonb_each(v_stats -> 'by_priority') e(k, v)),
     'processing_by_renderer', (select jsonb_object_agg(k, v -> 'processing') from jsonb_each(v_stats -> 'by_renderer') e(k, v)),
@@ -1454,6 +1481,8 @@ $$;
 CREATE FUNCTION queue.list_jobs(p_status text DEFAULT NULL::text, p_limit integer DEFAULT 50, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
+    SET jit TO 'off'
+    SET enable_seqscan TO 'off'
     AS $$
 -- Jobs newest first, optionally of one status, at most 200. Admins only.
 begin
@@ -1467,10 +1496,13 @@ begin
     raise exception 'limit must be between 1 and 200' using errcode = 'VQ400';
   end if;
   return coalesce((
-    select jsonb_agg(private.job_to_json(j, p_now) order by j.created_at desc, j.id desc)
-      from (select * from public.jobs j
-             where p_status is null or j.status = p_status
-             order by j.created_at desc, j.id desc limit p_limit) j), '[]'::jsonb);
+    select jsonb_agg(private.job_to_json(n.job, p_now) order by (n.job).created_at desc, (n.job).id desc)
+      from (select x.job
+              from unnest(case when p_status is null then array['queued', 'processing', 'completed', 'failed', 'cancelled']
+                               else array[p_status] end) s(status)
+             cross join lateral (select j as job from public.jobs j where j.status = s.status
+                                  order by j.created_at desc, j.id desc limit p_limit) x
+             order by (x.job).created_at desc, (x.job).id desc limit p_limit) n), '[]'::jsonb);
 end $$;
 
 --
@@ -1968,12 +2000,6 @@ CREATE INDEX jobs_claim_order ON public.jobs USING btree (renderer, priority_ran
 CREATE INDEX jobs_completed_by_renderer ON public.jobs USING btree (renderer, completed_at) WHERE (status = 'completed'::text);
 
 --
--- Name: jobs_created; Type: INDEX; Schema: public; Owner: -
---
-
-CREATE INDEX jobs_created ON public.jobs USING btree (created_at);
-
---
 -- Name: jobs_expiry; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -2010,16 +2036,28 @@ CREATE INDEX jobs_processing ON public.jobs USING btree (renderer, endpoint_id) 
 CREATE INDEX jobs_queued_order ON public.jobs USING btree (priority_rank, created_at, id) WHERE (status = 'queued'::text);
 
 --
+-- Name: jobs_status_created; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX jobs_status_created ON public.jobs USING btree (status, created_at, id);
+
+--
 -- Name: jobs_user_created; Type: INDEX; Schema: public; Owner: -
 --
 
 CREATE INDEX jobs_user_created ON public.jobs USING btree (user_id, created_at);
 
 --
--- Name: jobs_user_unfinished; Type: INDEX; Schema: public; Owner: -
+-- Name: jobs_user_open; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX jobs_user_unfinished ON public.jobs USING btree (user_id) WHERE (status = ANY (ARRAY['queued'::text, 'processing'::text]));
+CREATE INDEX jobs_user_open ON public.jobs USING btree (user_id) WHERE (completed_at IS NULL);
+
+--
+-- Name: jobs_user_processing; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX jobs_user_processing ON public.jobs USING btree (user_id) WHERE (status = 'processing'::text);
 
 --
 -- Name: render_endpoints_renderer; Type: INDEX; Schema: public; Owner: -
@@ -2229,6 +2267,12 @@ GRANT ALL ON TABLE public.jobs TO service_role;
 --
 
 REVOKE ALL ON FUNCTION private.close_attempt(p_job public.jobs, p_outcome text, p_error text, p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION completed_renders(p_from timestamp with time zone, p_to timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.completed_renders(p_from timestamp with time zone, p_to timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION expire_queued_jobs(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -

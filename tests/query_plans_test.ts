@@ -57,7 +57,8 @@ const admin = postgres(url, { max: 1, prepare: false, onnotice: () => {} });
 function fault(node: PlanNode): [string, string] | null {
   const type = String(node["Node Type"]);
   if (!CHECKED_TABLES.has(String(node["Relation Name"])) || type === "ModifyTable") return null;
-  const where = `${type} on ${node["Relation Name"]}${node["Index Name"] ? ` using ${node["Index Name"]}` : ""}`;
+  const index = node["Index Name"] ? ` using ${node["Index Name"]}` : "";
+  const where = `${type} on ${node["Relation Name"]}${index}`;
   if (type.includes("Seq Scan")) return [where, "sequential scan"];
   const loops = Number(node["Actual Loops"] ?? 0);
   const rows = Number(node["Actual Rows"] ?? 0) * loops;
@@ -123,7 +124,8 @@ async function queueWideCalls(): Promise<void> {
   // jobs), as the service role. Rolled back: the queue stays as it is.
   await as(user(lightUser), (tx) => tx`select queue.enqueue_job('doubt', '{}'::jsonb)`, { commit: false });
   await as(user(heavyUser), async (tx) => {
-    await tx`select queue.enqueue_job('topic_short', '{}'::jsonb)`.catch((e) => assert.equal(e.code, "VQ429"));
+    const overLimit = (e: { code?: string }) => assert.equal(e.code, "VQ429");
+    await tx`select queue.enqueue_job('topic_short', '{}'::jsonb)`.catch(overLimit);
   }, { commit: false });
   await as(service, (tx) => tx`select queue.enqueue_job('daily_ca', '{}'::jsonb)`, { commit: false });
   // Stats and metrics, as the functions and the worker read them, and as an operator in SQL.
@@ -150,6 +152,8 @@ async function probeJobs(): Promise<{ probes: string[]; own: string }> {
   return { probes: rows.map((r) => r.id), own: own.id };
 }
 
+type Claim = { job_id: string; attempt: number; callback_token: string };
+
 /** Everything whose plans are checked, in one plan mode. */
 async function allCalls({ probes, own }: { probes: string[]; own: string }): Promise<void> {
   await queueWideCalls();
@@ -163,7 +167,7 @@ async function allCalls({ probes, own }: { probes: string[]; own: string }): Pro
   await as(user(heavyUser), (tx) => tx`select queue.get_job(${own}::uuid)`);
   // Claim and complete (committed: the next call claims the next jobs).
   await as(service, async (tx) => {
-    const [{ claims }] = await tx<{ claims: { job_id: string; attempt: number; callback_token: string }[] }[]>`
+    const [{ claims }] = await tx<{ claims: Claim[] }[]>`
       select queue.claim_jobs('query-plans-test', 2) as claims`;
     assert.ok(claims.length > 0, "the claim found jobs");
     for (const c of claims) {
@@ -184,10 +188,10 @@ async function checkPlans(): Promise<string[]> {
 
 async function insertQueued(n: number): Promise<void> {
   await admin`insert into public.jobs (job_type, status, payload, created_at, user_id)
-            select (array['doubt', 'topic_short', 'daily_ca'])[1 + g % 3], 'queued', '{}',
-                   now() - interval '1 hour' + g * interval '100 ms',
-                   case when g % 10 = 0 then ${heavyUser}::uuid end
-              from generate_series(1, ${n}) g`;
+              select (array['doubt', 'topic_short', 'daily_ca'])[1 + g % 3], 'queued', '{}',
+                     now() - interval '1 hour' + g * interval '100 ms',
+                     case when g % 10 = 0 then ${heavyUser}::uuid end
+                from generate_series(1, ${n}) g`;
 }
 
 /**
@@ -237,19 +241,23 @@ Deno.test({
       await insertQueued(3000);
       await insertFinished(1000001, 1003000);
       await admin`insert into public.job_attempts (job_id, attempt, token_hash, worker_id, started_at,
-                                                 lease_expires_at, finished_at, outcome)
-                select id, 1, encode(sha256(convert_to(id::text, 'UTF8')), 'hex'), 'w', started_at, completed_at,
-                       completed_at, case status when 'cancelled' then 'cancelled' else status end
-                  from public.jobs where completed_at is not null`;
+                                                   lease_expires_at, finished_at, outcome)
+                  select id, 1, encode(sha256(convert_to(id::text, 'UTF8')), 'hex'), 'w', started_at,
+                         completed_at, completed_at, status
+                    from public.jobs where completed_at is not null`;
       const a = await checkPlans();
-      await t.step("a. analyzed while empty, first calls made; 3,000 queued, 3,000 finished", () =>
-        assert.deepEqual(a, []));
+      await t.step(
+        "a. analyzed while empty, first calls made; 3,000 queued, 3,000 finished",
+        () => assert.deepEqual(a, []),
+      );
 
       await insertFinished(1, 1000000);
       await insertQueued(7000);
       const b0 = await checkPlans();
-      await t.step("b0. + 1,000,000 finished and 7,000 queued, statistics of the empty table", () =>
-        assert.deepEqual(b0, []));
+      await t.step(
+        "b0. + 1,000,000 finished and 7,000 queued, statistics of the empty table",
+        () => assert.deepEqual(b0, []),
+      );
 
       await admin`analyze public.jobs, public.job_attempts`;
       const b1 = await checkPlans();

@@ -1,24 +1,23 @@
 -- Plans that cannot flip (issue 12, part 2). Every statement the queue runs against jobs has one index on
 -- which the plan it needs is the only cheap one, whatever the statistics say (a table analyzed while empty,
--- or one holding a million finished jobs, with or without its visibility map):
---   * no partial index over queued rows other than the claim-order ones: jobs_user_unfinished (user_id,
---     queued or processing) was a candidate for every "status = 'queued'" query, and with statistics of an
---     empty table the planner walked it whole for positions; it becomes jobs_user_open (completed_at is
---     null, which no queued-row query implies) and jobs_user_processing (user_id, processing only);
+-- or one holding a million finished jobs, with or without its visibility map). docs/ARCHITECTURE.md, "Plans
+-- that cannot flip", says which index serves which query; tests/query_plans_test.ts checks the plans.
+--   * A partial index is a candidate for every query that implies its predicate. jobs_user_unfinished
+--     (user_id, queued or processing) was one for every "status = 'queued'" query, and with the statistics
+--     of an empty table the planner walked it whole for positions. It becomes jobs_user_open (completed_at
+--     is null: the same rows by CHECK, a predicate no queued-row query implies) and jobs_user_processing.
 --   * jobs_created (created_at) let "min(created_at) where status = 'queued'" walk every finished job before
---     the first queued one once the visibility map made that walk look cheap; it becomes jobs_status_created
---     (status, created_at, id), the admin list's order within a status;
---   * stats take the oldest queued job from jobs_queued_order (first of each priority), list_jobs takes the
---     newest of each status from jobs_status_created;
+--     the first queued one once a vacuum made that look cheap. It becomes jobs_status_created (status,
+--     created_at, id), the list's order within a status. Stats take the oldest queued job per priority from
+--     jobs_queued_order, and the last hour's completions per renderer from jobs_completed_by_renderer
+--     (private.completed_renders); list_jobs merges the newest of each status.
 --   * plpgsql keeps a connection's generic plan after five calls. Made while jobs was empty (a fresh deploy,
 --     a truncate), every plan is a sequential scan, the cheapest way to read nothing, and it stays until the
 --     next analyze however large the table grows: enqueue as users halved that way. The functions an empty
---     queue's first callers run (enqueue_job, get_queue_stats, get_queue_metrics, list_jobs) therefore run
---     with enable_seqscan = off: every statement of theirs that reads jobs has an index plan above, and that
---     is the plan they cache, whatever the table held when they were first called. And with jit = off: a
---     disabled sequential scan still costs 1e10 where it is the only way (the one-row config table), and
---     that cost would JIT-compile the statement on every call.
--- tests/query_plans_test.ts checks the plans of every statement (custom and generic) in those states.
+--     queue's first callers run (enqueue_job, get_queue_stats, get_queue_metrics, list_jobs) run with
+--     enable_seqscan = off: every statement of theirs that reads jobs has an index plan, and that is the plan
+--     they cache. And with jit = off: a disabled sequential scan still costs 1e10 where it is the only way
+--     (the one-row config table), and that cost would JIT-compile the statement on every call.
 
 create index jobs_user_open on public.jobs (user_id) where completed_at is null;
 create index jobs_user_processing on public.jobs (user_id) where status = 'processing';
