@@ -16,8 +16,7 @@ comment on column public.job_queue_config.alert_oldest_queued_seconds is
 comment on column public.job_queue_config.alert_failure_rate is
   'Alert when at least this share (0..1] of the jobs finished in the last hour failed (from 5 finished jobs on).';
 
--- The filtered lists read newest first within one status (failed jobs among a million completed ones).
-create index jobs_status_created on public.jobs (status, created_at);
+-- The filtered lists read newest first within one status on jobs_status_created (20261202000200).
 
 drop function queue.list_jobs(text, integer, timestamptz);
 
@@ -27,7 +26,7 @@ create function queue.list_jobs(p_status text default null, p_limit integer defa
                                 p_now timestamptz default now(), p_job_type text default null,
                                 p_renderer text default null, p_user_id uuid default null)
 returns jsonb
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = '' set jit = off set enable_seqscan = off as $$
 begin
   if not private.is_queue_admin() then
     raise exception 'only an admin may list jobs' using errcode = 'VQ403';
@@ -47,13 +46,18 @@ begin
     raise exception 'limit must be between 1 and 200' using errcode = 'VQ400';
   end if;
   return coalesce((
-    select jsonb_agg(private.job_to_json(j, p_now) order by j.created_at desc, j.id desc)
-      from (select * from public.jobs j
-             where (p_status is null or j.status = p_status)
-               and (p_job_type is null or j.job_type = p_job_type)
-               and (p_renderer is null or j.renderer = p_renderer)
-               and (p_user_id is null or j.user_id = p_user_id)
-             order by j.created_at desc, j.id desc limit p_limit) j), '[]'::jsonb);
+    select jsonb_agg(private.job_to_json(n.job, p_now) order by (n.job).created_at desc, (n.job).id desc)
+      from (select x.job
+              -- per status, newest first on jobs_status_created, merged: never a sort of every job
+              from unnest(case when p_status is null then array['queued', 'processing', 'completed', 'failed', 'cancelled']
+                               else array[p_status] end) s(status)
+             cross join lateral (select j as job from public.jobs j
+                                  where j.status = s.status
+                                    and (p_job_type is null or j.job_type = p_job_type)
+                                    and (p_renderer is null or j.renderer = p_renderer)
+                                    and (p_user_id is null or j.user_id = p_user_id)
+                                  order by j.created_at desc, j.id desc limit p_limit) x
+             order by (x.job).created_at desc, (x.job).id desc limit p_limit) n), '[]'::jsonb);
 end $$;
 
 -- get_queue_history: completed and failed jobs per hour (hours of peak_time_zone), the 24 hours up to p_now,
