@@ -64,6 +64,20 @@ CREATE FUNCTION private.attempt_lease(p_started_at timestamp with time zone, p_n
 $$;
 
 --
+-- Name: capacity_slots__ensure(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.capacity_slots__ensure() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+-- Statement trigger on job_queue_config and renderers: a raised cap gets its slot rows. Called by Postgres only.
+begin
+  perform private.ensure_capacity_slots();
+  return null;
+end $$;
+
+--
 -- Name: claim_lock_key(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -225,6 +239,39 @@ begin
 end $$;
 
 --
+-- Name: config_wake_worker(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.config_wake_worker() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform pg_catalog.pg_notify('video_queue_wakeup', 'config_changed');
+  return null;
+end $$;
+
+--
+-- Name: ensure_capacity_slots(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.ensure_capacity_slots() RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  insert into private.capacity_slots (scope, slot)
+  select 'global', g
+    from public.job_queue_config c,
+         generate_series(0, greatest(c.max_concurrent_renders,
+                                     floor(c.max_concurrent_renders * c.peak_worker_multiplier)::integer) - 1) g
+  union all
+  select 'renderer:' || rc.renderer, g
+    from private.renderer_caps() rc, generate_series(0, rc.max_concurrent - 1) g
+   where rc.max_concurrent is not null
+  on conflict do nothing
+$$;
+
+--
 -- Name: expire_queued_jobs(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -318,10 +365,14 @@ CREATE FUNCTION private.job_queue_config_validate() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
--- Trigger on job_queue_config: rejects an unknown peak_time_zone and keeps updated_at. Called by Postgres only.
+-- Trigger on job_queue_config: rejects an unknown peak_time_zone or daily_ca_time_zone and keeps updated_at. Called by Postgres only.
 begin
   if not exists (select 1 from pg_catalog.pg_timezone_names where name = new.peak_time_zone) then
     raise exception 'unknown peak_time_zone "%"', new.peak_time_zone
+      using errcode = '22023', hint = 'Use an IANA zone name such as Asia/Kolkata or UTC (see pg_timezone_names).';
+  end if;
+  if not exists (select 1 from pg_catalog.pg_timezone_names where name = new.daily_ca_time_zone) then
+    raise exception 'unknown daily_ca_time_zone "%"', new.daily_ca_time_zone
       using errcode = '22023', hint = 'Use an IANA zone name such as Asia/Kolkata or UTC (see pg_timezone_names).';
   end if;
   new.updated_at := now();
@@ -429,8 +480,19 @@ CREATE FUNCTION private.job_to_json(p_job public.jobs, p_now timestamp with time
     SET search_path TO ''
     AS $$
 -- Job JSON with fresh queue_position and estimated_wait_seconds. Service role (and the queue functions).
-declare
-  v_position integer := private.job_queue_position(p_job);
+begin
+  return private.job_to_json_at(p_job, case when p_job.status = 'queued' then private.job_queue_position(p_job) end,
+                                p_now);
+end $$;
+
+--
+-- Name: job_to_json_at(public.jobs, integer, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.job_to_json_at(p_job public.jobs, p_position integer, p_now timestamp with time zone) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
 begin
   return jsonb_build_object(
     'id', p_job.id,
@@ -439,9 +501,10 @@ begin
     'status', p_job.status,
     'renderer', p_job.renderer,
     'payload', p_job.payload,
-    'queue_position', v_position,
-    'estimated_wait_seconds', private.job_wait_estimate(p_job, v_position, p_now),
-    'wait_reason', private.job_wait_reason(p_job, p_now),
+    -- only a queued job has a place: the others skip the helpers (their events are on the claim/complete path)
+    'queue_position', p_position,
+    'estimated_wait_seconds', case when p_job.status = 'queued' then private.job_wait_estimate(p_job, p_position, p_now) end,
+    'wait_reason', case when p_job.status = 'queued' then private.job_wait_reason(p_job, p_now) end,
     'estimate_basis', case when p_job.status = 'queued' then
                         case when private.renderer_has_history(p_job.renderer, p_now) then 'history' else 'default' end end,
     'expires_at', p_job.expires_at,
@@ -466,63 +529,190 @@ end $$;
 CREATE FUNCTION private.job_wait_estimate(p_job public.jobs, p_position integer, p_now timestamp with time zone DEFAULT now()) RETURNS integer
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
+    SET plan_cache_mode TO 'force_generic_plan'
     AS $$
--- Wait estimate in seconds for a queued job. Internal; used by job_to_json.
---   before = (position - 1) + busy - slots + 1     renders that must end before a slot is this job's
---   work   = before × render_seconds(renderer)       render-seconds to get through (the renderer's recent
---            mean: the renders ahead are of any type), at the slots of each stretch between
---            peak-window boundaries (capacity changes there)
---   wait   = at least until its run_at / backoff, and for a user at max_processing_per_user at least until
---            their first running job should end. Null while paused or with no capacity.
+-- Wait estimate in seconds for a queued job. Internal; used by job_to_json. docs/ARCHITECTURE.md "The estimate".
+--   ahead per renderer   the jobs ahead (position - 1) split by priority with the queue counters, each
+--                        priority's jobs counted on its job types' renderer
+--   own slots            a capped renderer: its (ahead + 1)-th start on its own slots
+--   global slots         the (ahead + 1)-th start on the global slots, less those that other capped renderers
+--                        with a backlog ahead keep (their backlog holds them), across peak-window boundaries
+--   wait                 the later of the two; at least until its run_at / backoff and, for a user at
+--                        max_processing_per_user, until their first running job should end. 0 when it could
+--                        be claimed now and no claimable job ahead would take the free slot first.
+--                        Null while paused or with no capacity.
 declare
+  v_cfg public.job_queue_config;
+  v_global integer;
   v_cap integer;
-  v_effective integer;
+  v_mean_renderer text[];   -- recent_render_seconds
+  v_mean_type text[];
+  v_mean_seconds numeric[];
+  v_run_renderer text[];    -- the running renders: renderer, user, expected remaining seconds
+  v_run_user uuid[];
+  v_run_remaining numeric[];
+  v_user_wait numeric;
+  v_depth numeric[];        -- queued jobs per priority (high, medium, low)
+  v_ahead_rank numeric[];   -- of those, ahead of this job
+  v_names text[];           -- per renderer: name, cap, paused, running, jobs ahead
+  v_caps integer[];
+  v_paused boolean[];
+  v_busy integer[];
+  v_ahead numeric[];
+  v_means numeric[];        -- its mean render time
+  v_own integer;            -- this job's renderer in those arrays
+  v_blockers text[] := '{}';
+  v_reserved integer := 0;  -- global slots the blockers hold
+  v_shared numeric := 0;    -- jobs ahead that take shared global slots, and their render-seconds
+  v_work numeric := 0;
+  v_mean numeric;
+  v_mean_own numeric;
+  v_ends numeric[];
   v_slots integer;
-  v_busy bigint;
-  v_before bigint;
-  v_work numeric;
-  v_t timestamptz := p_now;
+  v_own_start numeric := 0;
+  v_start numeric;
+  v_left numeric;
+  v_t timestamptz;
   v_next timestamptz;
-  v_wait numeric;
+  v_new integer;
 begin
   if p_job.status <> 'queued' or p_position is null then return null; end if;
-  if (select c.paused from public.job_queue_config c limit 1)
-     or (select r.paused from public.renderers r where r.name = p_job.renderer) then
-    return null;
-  end if;
-  select rc.max_concurrent into v_cap from private.renderer_caps() rc where rc.renderer = p_job.renderer;
-  select q.effective into v_effective from private.queue_capacity(p_now) q;
-  v_slots := least(v_effective, coalesce(v_cap, v_effective));
-  if v_slots is null or v_slots <= 0 then return null; end if;
-  if v_cap is not null and v_cap < v_effective then
-    select count(*) into v_busy from public.jobs j where j.status = 'processing' and j.renderer = p_job.renderer;
+  select * into v_cfg from public.job_queue_config limit 1;
+  if v_cfg.paused or (select r.paused from public.renderers r where r.name = p_job.renderer) then return null; end if;
+  select q.effective into v_global from private.queue_capacity(p_now) q;
+
+  -- The running renders, each expected to need its type's render time minus what it has run (at least a
+  -- quarter of it: one that has run long may be a slow one).
+  select array_agg(s.renderer), array_agg(s.job_type), array_agg(greatest(s.seconds, 1))  -- never a 0 s render
+    into v_mean_renderer, v_mean_type, v_mean_seconds from private.recent_render_seconds(p_now) s;
+  select coalesce(array_agg(j.renderer), '{}'), coalesce(array_agg(j.user_id), '{}'),
+         coalesce(array_agg(greatest(m.seconds - extract(epoch from (p_now - j.started_at)), m.seconds / 4)), '{}')
+    into v_run_renderer, v_run_user, v_run_remaining
+    from public.jobs j
+   cross join lateral (
+     select coalesce(max(x.seconds) filter (where x.job_type = j.job_type), max(x.seconds) filter (where x.job_type is null)) as seconds
+       from unnest(v_mean_renderer, v_mean_type, v_mean_seconds) x(renderer, job_type, seconds)
+      where x.renderer = j.renderer) m
+   where j.status = 'processing';
+
+  -- Jobs ahead per priority: strict priority puts every job of a higher one ahead, then this one's own; with
+  -- priority offsets (all set or none) the counters do not keep the split: the jobs ahead are shared out pro rata.
+  select array[coalesce(sum(d.n) filter (where d.priority_rank = 0), 0), coalesce(sum(d.n) filter (where d.priority_rank = 1), 0),
+               coalesce(sum(d.n) filter (where d.priority_rank = 2), 0)]
+    into v_depth from public.queue_depth_slots d;
+  v_ahead_rank := array[0, 0, 0];
+  if v_cfg.high_priority_offset_minutes is not null then
+    for r in 1..3 loop
+      v_ahead_rank[r] := (p_position - 1) * v_depth[r] / greatest(v_depth[1] + v_depth[2] + v_depth[3], 1);
+    end loop;
   else
-    select count(*) into v_busy from public.jobs j where j.status = 'processing';
+    v_ahead_rank[p_job.priority_rank + 1] := p_position - 1;
+    for r in 1..p_job.priority_rank loop
+      v_ahead_rank[r] := v_depth[r];
+      v_ahead_rank[p_job.priority_rank + 1] := v_ahead_rank[p_job.priority_rank + 1] - v_depth[r];
+    end loop;
   end if;
-  v_before := greatest(0, (p_position - 1) + v_busy - v_slots + 1);
-  v_work := v_before * private.render_seconds(p_job.renderer, null, p_now);
-  for i in 1..8 loop  -- at most 8 capacity changes ahead; past them, the last capacity
-    exit when v_work <= 0;
-    v_next := private.next_peak_boundary(v_t);
-    if v_next is null or i = 8 or v_t + make_interval(secs => v_work / v_slots) <= v_next then
-      v_t := v_t + make_interval(secs => v_work / v_slots);
-      exit;
-    end if;
-    v_work := v_work - extract(epoch from (v_next - v_t)) * v_slots;
-    v_t := v_next;
-    select least(q.effective, coalesce(v_cap, q.effective)) into v_slots from private.queue_capacity(v_t) q;
-    if v_slots <= 0 then return null; end if;
-  end loop;
-  v_wait := ceil(extract(epoch from (v_t - p_now)));
+
+  -- Per renderer: its cap, pause, running renders, the jobs ahead on it (those of its job types' priorities) and
+  -- its mean render time.
+  select array_agg(rc.renderer), array_agg(rc.max_concurrent), array_agg(r.paused),
+         array_agg((select count(*) from unnest(v_run_renderer) u where u = rc.renderer)),
+         array_agg(coalesce(a.ahead, 0)), array_agg(m.seconds)
+    into v_names, v_caps, v_paused, v_busy, v_ahead, v_means
+    from private.renderer_caps() rc
+    join public.renderers r on r.name = rc.renderer
+    left join (select t.default_renderer, sum(greatest(v_ahead_rank[t.rank], 0) / t.shares) as ahead
+                 from (select case jt.priority when 'high' then 1 when 'medium' then 2 else 3 end as rank,
+                              jt.default_renderer, count(*) over (partition by jt.priority) as shares
+                         from public.job_types jt) t
+                group by t.default_renderer) a on a.default_renderer = rc.renderer
+    left join unnest(v_mean_renderer, v_mean_type, v_mean_seconds) m(renderer, job_type, seconds)
+      on m.renderer = rc.renderer and m.job_type is null;
+  v_own := array_position(v_names, p_job.renderer);
+  v_cap := v_caps[v_own];
+  if coalesce(v_global, 0) <= 0 or v_cap = 0 then return null; end if;
+
   -- A user at max_processing_per_user waits at least until the first of their running jobs should end.
-  if p_job.user_id is not null
-     and (select c.max_processing_per_user from public.job_queue_config c limit 1)
-         <= (select count(*) from public.jobs j where j.status = 'processing' and j.user_id = p_job.user_id) then
-    v_wait := greatest(v_wait, (select ceil(min(greatest(0, private.render_seconds(j.renderer, j.job_type, p_now)
-                                                            - extract(epoch from (p_now - j.started_at)))))
-                                  from public.jobs j where j.status = 'processing' and j.user_id = p_job.user_id));
+  select min(u.remaining) into v_user_wait from unnest(v_run_user, v_run_remaining) u(user_id, remaining)
+   where u.user_id = p_job.user_id
+  having count(*) >= v_cfg.max_processing_per_user;
+  v_user_wait := coalesce(v_user_wait, 0);
+
+  -- Claimable now beside a free slot: it starts at the next pass unless a claimable job ahead takes the slot
+  -- first (jobs still queued beside a free slot are mostly held back: backoff, run_at, their user's limit).
+  -- Looked at with strict priority and at most 63 jobs ahead (one short range of the claim-order index).
+  if v_user_wait = 0 and p_job.next_attempt_at <= p_now and p_position <= 64
+     and v_cfg.high_priority_offset_minutes is null
+     and cardinality(v_run_renderer) < v_global and (v_cap is null or v_busy[v_own] < v_cap)
+     and (select count(*) from public.jobs j
+           where j.status = 'queued'
+             and (j.priority_rank, j.created_at, j.id) < (p_job.priority_rank, p_job.created_at, p_job.id)
+             and j.next_attempt_at <= p_now
+             and j.renderer in (select x.name from unnest(v_names, v_caps, v_paused, v_busy) x(name, cap, paused, busy)
+                                 where not x.paused and (x.cap is null or x.busy < x.cap))
+             and (j.user_id is null
+                  or j.user_id not in (select u.user_id from unnest(v_run_user) u(user_id) where u.user_id is not null
+                                        group by u.user_id having count(*) >= v_cfg.max_processing_per_user)))
+         < least(v_global - cardinality(v_run_renderer), coalesce(v_cap - v_busy[v_own], v_global)) then
+    return 0;
   end if;
-  return greatest(v_wait, ceil(greatest(extract(epoch from (p_job.next_attempt_at - p_now)), 0)))::integer;
+
+  -- Which renderers keep their global slots (blockers: another capped renderer with a backlog ahead of this
+  -- job) and which jobs ahead share the rest (paused renderers' jobs start nothing).
+  for i in 1..cardinality(v_names) loop
+    continue when v_ahead[i] <= 0 or (v_paused[i] and i <> v_own);
+    if i <> v_own and v_caps[i] < v_global then
+      v_blockers := v_blockers || v_names[i];
+      v_reserved := v_reserved + least(v_caps[i], v_busy[i] + v_ahead[i]);
+    else
+      v_shared := v_shared + v_ahead[i];
+      v_work := v_work + v_ahead[i] * v_means[i];
+    end if;
+  end loop;
+  v_mean_own := v_means[v_own];
+  v_mean := coalesce(v_work / nullif(v_shared, 0), v_mean_own);
+
+  -- Its renderer's own slots (renderer caps do not change at peak boundaries).
+  if v_cap is not null then
+    select coalesce(array_agg(u.remaining), '{}') into v_ends
+      from unnest(v_run_renderer, v_run_remaining) u(renderer, remaining) where u.renderer = p_job.renderer;
+    v_own_start := private.pool_start(private.pool_departures(v_ends, v_mean_own, v_cap), v_mean_own, v_cap,
+                                      v_ahead[v_own] + 1);
+  end if;
+  -- The global slots it shares.
+  v_slots := greatest(v_global - v_reserved, 1);
+  select coalesce(array_agg(u.remaining), '{}') into v_ends
+    from unnest(v_run_renderer, v_run_remaining) u(renderer, remaining) where u.renderer <> all (v_blockers);
+  v_ends := private.pool_departures(v_ends, v_mean, v_slots);
+  v_start := private.pool_start(v_ends, v_mean, v_slots, v_shared + 1);
+
+  -- Capacity that changes before it would start: the starts made by the boundary, then stretch by stretch
+  -- (at most 8 boundaries ahead; past them, the last capacity). Slots opened at a boundary start jobs there;
+  -- slots taken back swallow the next ends.
+  if v_start > 0 then v_t := private.next_peak_boundary(p_now); end if;
+  if v_t is not null and v_start > extract(epoch from (v_t - p_now)) then
+    v_left := v_shared + 1 - private.pool_starts_within(v_ends, v_mean, v_slots, extract(epoch from (v_t - p_now)));
+    for i in 1..8 loop
+      select greatest(q.effective - v_reserved, 1), q.effective into v_new, v_global from private.queue_capacity(v_t) q;
+      if v_global <= 0 then return null; end if;
+      v_left := v_left - (v_new - v_slots);
+      v_slots := v_new;
+      if v_left <= 0 then
+        v_start := extract(epoch from (v_t - p_now));
+        exit;
+      end if;
+      v_next := private.next_peak_boundary(v_t);
+      if v_next is null or i = 8 or v_left * v_mean / v_slots <= extract(epoch from (v_next - v_t)) then
+        v_start := extract(epoch from (v_t - p_now)) + v_left * v_mean / v_slots;
+        exit;
+      end if;
+      v_left := v_left - extract(epoch from (v_next - v_t)) * v_slots / v_mean;
+      v_t := v_next;
+    end loop;
+  end if;
+
+  return ceil(round(greatest(v_start, v_own_start, v_user_wait,  -- round: 1 / (1 / 120) is 120 and a bit
+                             extract(epoch from (p_job.next_attempt_at - p_now)), 0), 6))::integer;
 end $$;
 
 --
@@ -568,6 +758,30 @@ begin
 end $$;
 
 --
+-- Name: jobs__broadcast(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs__broadcast() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  -- the time of the change: the state writers set updated_at to their p_now, other updates to now()
+  v_job jsonb := private.job_to_json(new, new.updated_at);
+begin
+  perform private.publish_job(v_job);
+  if new.status = 'queued' then
+    perform private.mark_job_place(v_job, new.updated_at);
+  elsif new.status in ('completed', 'failed', 'cancelled') and old.status is distinct from new.status then
+    -- SKIP LOCKED: a publisher writing this mark right now is never waited for (nor deadlocked with)
+    delete from private.realtime_job_marks m
+     where m.job_id = (select k.job_id from private.realtime_job_marks k where k.job_id = new.id
+                          for update skip locked);
+  end if;
+  return null;
+end $$;
+
+--
 -- Name: jobs__complete_status(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -596,6 +810,60 @@ begin
   if new.stage is not distinct from old.stage then new.stage := v_rule.stage; end if;
   if new.error_message is not distinct from old.error_message then new.error_message := v_rule.error_message; end if;
   return new;
+end $$;
+
+--
+-- Name: jobs__release_all_slots(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs__release_all_slots() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+-- Statement trigger on jobs (truncate): no job runs any more, no slot is held. Called by Postgres only.
+begin
+  update private.capacity_slots s set job_id = null where s.job_id is not null;
+  return null;
+end $$;
+
+--
+-- Name: jobs__release_slots(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs__release_slots() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+-- Row trigger on jobs that leave processing (any path) or are deleted while processing. Called by Postgres only.
+begin
+  perform private.release_capacity_slots(old.id);
+  return null;
+end $$;
+
+--
+-- Name: jobs__webhook_outbox(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs__webhook_outbox() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_event text := 'job.' || new.status;
+begin
+  -- Without receivers (the common case) this is one probe of a tiny table.
+  if not exists (select 1 from public.webhook_endpoints e where e.enabled) then
+    return null;
+  end if;
+  insert into public.webhook_deliveries (endpoint_id, job_id, event_type, message_id, payload, next_attempt_at,
+                                         created_at)
+  select e.id, new.id, v_event, m.id, m.payload, new.completed_at, new.completed_at
+    from (select 'msg_' || replace(pg_catalog.gen_random_uuid()::text, '-', '') as id,
+                 jsonb_build_object('type', v_event, 'timestamp', new.completed_at,
+                                    'data', private.job_to_json(new, new.completed_at)) as payload) m
+    cross join public.webhook_endpoints e
+   where e.enabled and (e.event_types is null or v_event = any (e.event_types));
+  return null;
 end $$;
 
 --
@@ -698,6 +966,17 @@ begin
 end $$;
 
 --
+-- Name: jobs_text(bigint); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs_text(p_n bigint) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select p_n || case when p_n = 1 then ' job' else ' jobs' end
+$$;
+
+--
 -- Name: jobs_touch_updated_at(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -711,6 +990,40 @@ begin
     new.updated_at := now();
   end if;
   return new;
+end $$;
+
+--
+-- Name: jobs_wake_worker_after_insert(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs_wake_worker_after_insert() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if private.wakeup_listened()
+     and exists (select 1 from new_rows n where n.status = 'queued' and n.next_attempt_at <= now()) then
+    perform pg_catalog.pg_notify('video_queue_wakeup', 'job_claimable');
+  end if;
+  return null;
+end $$;
+
+--
+-- Name: jobs_wake_worker_after_update(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs_wake_worker_after_update() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if private.wakeup_listened()
+     and exists (select 1 from old_rows o join new_rows n on n.id = o.id
+              where (o.status = 'processing' and n.status <> 'processing')
+                 or (o.status <> 'queued' and n.status = 'queued' and n.next_attempt_at <= now())) then
+    perform pg_catalog.pg_notify('video_queue_wakeup', 'slot_freed');
+  end if;
+  return null;
 end $$;
 
 --
@@ -756,6 +1069,34 @@ begin
 end $$;
 
 --
+-- Name: mark_job_place(jsonb, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.mark_job_place(p_job jsonb, p_now timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  insert into private.realtime_job_marks as m (job_id, queue_position, estimated_wait_seconds, wait_reason, sent_at)
+  values ((p_job ->> 'id')::uuid, (p_job ->> 'queue_position')::integer,
+          (p_job ->> 'estimated_wait_seconds')::integer, p_job ->> 'wait_reason', p_now)
+  on conflict (job_id) do update
+    set queue_position = excluded.queue_position, estimated_wait_seconds = excluded.estimated_wait_seconds,
+        wait_reason = excluded.wait_reason, sent_at = excluded.sent_at;
+end $$;
+
+--
+-- Name: new_webhook_secret(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.new_webhook_secret() RETURNS text
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select 'whsec_' || pg_catalog.encode(extensions.gen_random_bytes(32), 'base64')
+$$;
+
+--
 -- Name: next_peak_boundary(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -774,6 +1115,80 @@ CREATE FUNCTION private.next_peak_boundary(p_after timestamp with time zone) RET
                          from generate_series(0, 1) d) b
    where b.at > p_after
 $$;
+
+--
+-- Name: paused__publish(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.paused__publish() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform private.publish_queue_changes(now());
+  return null;
+end $$;
+
+--
+-- Name: pool_departures(numeric[], numeric, integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.pool_departures(p_remaining numeric[], p_mean numeric, p_slots integer) RETURNS numeric[]
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+declare
+  v_sorted numeric[] := array(select greatest(x, 1) from unnest(p_remaining) x order by 1);
+  v_n integer := coalesce(cardinality(p_remaining), 0);
+  v_rate numeric := 0;   -- the summed rate of the renders expected to end from the j-th on
+  v_t numeric := 0;
+  v_out numeric[] := '{}';
+begin
+  for j in 1..v_n loop v_rate := v_rate + 1 / v_sorted[j]; end loop;
+  for j in 1..v_n loop
+    v_t := v_t + 1 / (v_rate + (j - 1 + greatest(p_slots - v_n, 0)) / p_mean);
+    v_out := v_out || v_t;
+    v_rate := v_rate - 1 / v_sorted[j];
+  end loop;
+  return v_out;
+end $$;
+
+--
+-- Name: pool_start(numeric[], numeric, integer, numeric); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.pool_start(p_departures numeric[], p_mean numeric, p_slots integer, p_k numeric) RETURNS numeric
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+declare
+  v_n integer := coalesce(cardinality(p_departures), 0);
+  v_free integer := greatest(p_slots - v_n, 0);
+  v_ends numeric := p_k - v_free + greatest(v_n - p_slots, 0);  -- the ends this start waits for
+begin
+  if p_k <= v_free then return 0; end if;
+  if v_ends <= v_n then return p_departures[ceil(v_ends)::integer]; end if;
+  return coalesce(p_departures[v_n], 0) + (v_ends - v_n) * p_mean / p_slots;
+end $$;
+
+--
+-- Name: pool_starts_within(numeric[], numeric, integer, numeric); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.pool_starts_within(p_departures numeric[], p_mean numeric, p_slots integer, p_seconds numeric) RETURNS numeric
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+declare
+  v_n integer := coalesce(cardinality(p_departures), 0);
+  v_starts numeric := greatest(p_slots - v_n, 0) - greatest(v_n - p_slots, 0);
+begin
+  for j in 1..v_n loop
+    exit when p_departures[j] > p_seconds;
+    v_starts := v_starts + 1;
+  end loop;
+  return v_starts + greatest(p_seconds - coalesce(p_departures[v_n], 0), 0) * p_slots / p_mean;
+end $$;
 
 --
 -- Name: priority_offsets(); Type: FUNCTION; Schema: private; Owner: -
@@ -810,6 +1225,101 @@ begin
 end $$;
 
 --
+-- Name: publish_job(jsonb); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.publish_job(p_job jsonb) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform realtime.send(p_job, 'job', 'job:' || (p_job ->> 'id'), true);
+end $$;
+
+--
+-- Name: publish_place(public.jobs, integer, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.publish_place(p_job public.jobs, p_position integer, p_now timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_job jsonb := private.job_to_json_at(p_job, p_position, p_now);
+  v_mark private.realtime_job_marks;
+begin
+  select * into v_mark from private.realtime_job_marks m where m.job_id = p_job.id;
+  if private.realtime_place_moved(v_mark, v_job, private.realtime_exact_positions()) then
+    perform private.publish_job(v_job);
+    perform private.mark_job_place(v_job, p_now);
+  end if;
+end $$;
+
+--
+-- Name: publish_queue_changes(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.publish_queue_changes(p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    SET jit TO 'off'
+    AS $$
+declare
+  v_stats jsonb := public.get_queue_stats(p_now);
+  v_state private.realtime_publisher;
+  v_head integer := private.realtime_exact_positions();
+  v_walk constant integer := 50;
+  v_job public.jobs;
+  v_last public.jobs;
+  v_position integer := 0;
+  v_seen integer := 0;
+begin
+  if not pg_catalog.pg_try_advisory_xact_lock(private.realtime_publish_lock_key()) then
+    return v_stats;
+  end if;
+  select * into v_state from private.realtime_publisher;
+
+  -- The head: exact positions, every call (claims move them all).
+  for v_job in select * from private.queued_in_claim_order(v_head) loop
+    v_position := v_position + 1;
+    perform private.publish_place(v_job, v_position, p_now);
+    v_last := v_job;
+  end loop;
+
+  -- The rest: the next slice of the walk, which starts behind the head, goes to the back of the queue, then
+  -- starts again. A slice is a run of consecutive positions: one count places it.
+  if v_position = v_head and (v_state.walked_at is null or v_state.walked_at <= p_now - interval '1 second') then
+    if v_state.walk_after_id is not null then
+      v_last.priority_rank := v_state.walk_after_rank;
+      v_last.created_at := v_state.walk_after_created_at;
+      v_last.id := v_state.walk_after_id;
+    end if;
+    for v_job in
+      select * from private.queued_in_claim_order(v_walk, v_last.priority_rank, v_last.created_at, v_last.id)
+    loop
+      v_position := case when v_seen = 0 then private.job_queue_position(v_job) else v_position + 1 end;
+      v_seen := v_seen + 1;
+      if v_position > v_head then
+        perform private.publish_place(v_job, v_position, p_now);
+      end if;
+      v_last := v_job;
+    end loop;
+    update private.realtime_publisher
+       set walk_after_rank = case when v_seen = v_walk then v_last.priority_rank end,
+           walk_after_created_at = case when v_seen = v_walk then v_last.created_at end,
+           walk_after_id = case when v_seen = v_walk then v_last.id end,
+           walked_at = p_now;
+  end if;
+
+  -- The stats, when anything but the clock moved them.
+  if v_state.stats is distinct from v_stats - 'generated_at' - 'oldest_queued_seconds' then
+    perform realtime.send(v_stats, 'stats', 'queue:admin', true);
+    update private.realtime_publisher set stats = v_stats - 'generated_at' - 'oldest_queued_seconds';
+  end if;
+  return v_stats;
+end $$;
+
+--
 -- Name: queue_capacity(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -836,12 +1346,21 @@ end $$;
 --
 
 CREATE FUNCTION private.queue_counter_add(p_name text, p_delta double precision DEFAULT 1) RETURNS void
-    LANGUAGE sql SECURITY DEFINER
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
-  -- Adds to a monotonic counter. Internal (called by the queue functions).
-  update public.queue_counters set value = value + p_delta where name = p_name
-$$;
+-- Adds to a monotonic counter in a shard no other transaction holds (own backend's shard when all are). Internal.
+declare
+  v_shard smallint;
+begin
+  if p_delta = 0 then return; end if;
+  select s.shard into v_shard from private.queue_counter_shards s
+   where s.name = p_name
+   order by (s.shard + pg_catalog.pg_backend_pid()) % 16
+   limit 1 for update skip locked;
+  update private.queue_counter_shards s set value = s.value + p_delta
+   where s.name = p_name and s.shard = coalesce(v_shard, pg_catalog.pg_backend_pid() % 16);
+end $$;
 
 --
 -- Name: queue_depth_add(smallint, bigint); Type: FUNCTION; Schema: private; Owner: -
@@ -892,6 +1411,136 @@ begin
 end $$;
 
 --
+-- Name: queued_in_claim_order(integer, smallint, timestamp with time zone, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.queued_in_claim_order(p_limit integer, p_after_rank smallint DEFAULT NULL::smallint, p_after_created_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_after_id uuid DEFAULT NULL::uuid) RETURNS SETOF public.jobs
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  return query
+  with o as materialized (select private.priority_offsets() as off, private.claim_offsets() as claim_off)
+  select x.* from o
+   cross join (values (0::smallint), (1::smallint), (2::smallint)) pr(rank)
+   cross join lateral (
+     select j.* from public.jobs j
+      where j.status = 'queued' and j.priority_rank = pr.rank
+        -- one row comparison whatever the cursor, so that it is always the index scan's start
+        and (j.created_at, j.id) >
+            (case when p_after_rank is null then '-infinity'::timestamptz
+                  when o.off is not null then p_after_created_at - o.off[p_after_rank + 1] + o.off[pr.rank + 1]
+                  when pr.rank < p_after_rank then 'infinity'::timestamptz
+                  when pr.rank = p_after_rank then p_after_created_at
+                  else '-infinity'::timestamptz end,
+             -- a tie on the claim key goes to the higher priority
+             case when pr.rank < p_after_rank then 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid
+                  when pr.rank = p_after_rank then p_after_id
+                  else '00000000-0000-0000-0000-000000000000'::uuid end)
+      order by j.created_at, j.id
+      limit p_limit) x
+   order by x.created_at - o.claim_off[x.priority_rank + 1], x.priority_rank, x.created_at, x.id
+   limit p_limit;
+end $$;
+
+--
+-- Name: realtime_exact_positions(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.realtime_exact_positions() RETURNS integer
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$ select 10 $$;
+
+--
+-- Name: realtime_job_marks; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE UNLOGGED TABLE private.realtime_job_marks (
+    job_id uuid NOT NULL,
+    queue_position integer,
+    estimated_wait_seconds integer,
+    wait_reason text,
+    sent_at timestamp with time zone NOT NULL
+);
+
+--
+-- Name: TABLE realtime_job_marks; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.realtime_job_marks IS 'The place (position, estimate, wait reason) the last job event of each queued job announced; publish_queue_changes sends another only when it moved meaningfully. Written by the publisher and the jobs__broadcast trigger; a finished job''s mark is deleted.';
+
+--
+-- Name: realtime_place_moved(private.realtime_job_marks, jsonb, integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.realtime_place_moved(p_mark private.realtime_job_marks, p_job jsonb, p_exact integer) RETURNS boolean
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+declare
+  v_position integer := (p_job ->> 'queue_position')::integer;
+  v_estimate integer := (p_job ->> 'estimated_wait_seconds')::integer;
+begin
+  return p_mark.job_id is null
+      or p_mark.wait_reason is distinct from p_job ->> 'wait_reason'
+      or coalesce(p_mark.queue_position <> v_position
+                  and (least(p_mark.queue_position, v_position) <= p_exact
+                       or abs(p_mark.queue_position - v_position) * 5 >= p_mark.queue_position), false)
+      or (p_mark.estimated_wait_seconds is null) <> (v_estimate is null)
+      or coalesce(abs(p_mark.estimated_wait_seconds - v_estimate) >= greatest(30, p_mark.estimated_wait_seconds / 5),
+                  false);
+end $$;
+
+--
+-- Name: realtime_publish_lock_key(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.realtime_publish_lock_key() RETURNS bigint
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select pg_catalog.hashtextextended('video_queue.realtime_publish', 0)
+$$;
+
+--
+-- Name: recent_render_seconds(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.recent_render_seconds(p_now timestamp with time zone) RETURNS TABLE(renderer text, job_type text, seconds numeric)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    SET plan_cache_mode TO 'force_generic_plan'
+    AS $$
+begin
+  return query
+    select r.name, g.job_type,
+           coalesce(g.seconds, (select c.default_processing_seconds from public.job_queue_config c limit 1))::numeric
+      from public.renderers r
+     cross join lateral (
+       select case when grouping(x.job_type) = 0 then x.job_type end as job_type, avg(x.seconds) as seconds,
+              count(*) as n, grouping(x.job_type) = 1 as whole
+         from (select j.job_type, extract(epoch from (j.completed_at - j.started_at)) as seconds
+                 from public.jobs j
+                where j.status = 'completed' and j.renderer = r.name
+                  and j.completed_at > p_now - interval '24 hours' and j.completed_at <= p_now
+                order by j.completed_at desc limit 50) x
+        group by grouping sets ((), (x.job_type))) g
+     where g.whole or g.n >= 3;
+end $$;
+
+--
+-- Name: release_capacity_slots(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.release_capacity_slots(p_job_id uuid) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  update private.capacity_slots s set job_id = null where s.job_id = p_job_id
+$$;
+
+--
 -- Name: render_seconds(text, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -899,15 +1548,8 @@ CREATE FUNCTION private.render_seconds(p_renderer text, p_job_type text, p_now t
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
-  with recent as (
-    select j.job_type, extract(epoch from (j.completed_at - j.started_at)) as seconds
-      from public.jobs j
-     where j.status = 'completed' and j.renderer = p_renderer
-       and j.completed_at > p_now - interval '24 hours' and j.completed_at <= p_now
-     order by j.completed_at desc limit 50)
-  select coalesce((select avg(r.seconds) from recent r where r.job_type = p_job_type having count(*) >= 3),
-                  (select avg(r.seconds) from recent r),
-                  (select c.default_processing_seconds from public.job_queue_config c limit 1))
+  select coalesce(max(s.seconds) filter (where s.job_type = p_job_type), max(s.seconds) filter (where s.job_type is null))
+    from private.recent_render_seconds(p_now) s where s.renderer = p_renderer
 $$;
 
 --
@@ -985,6 +1627,99 @@ begin
    where j.id = p_job.id
   returning * into v_job;
   return v_job;
+end $$;
+
+--
+-- Name: take_capacity_slot(text, integer, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.take_capacity_slot(p_scope text, p_cap integer, p_job_id uuid) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_above record;
+  v_free integer;
+  v_slot integer;
+begin
+  if exists (select 1 from private.capacity_slots s
+              where s.scope = p_scope and s.slot >= p_cap and s.job_id is not null) then
+    for v_above in
+      select s.slot, s.job_id from private.capacity_slots s
+       where s.scope = p_scope and s.slot >= p_cap and s.job_id is not null
+       order by s.slot desc
+       for update skip locked
+    loop
+      -- Its job's own release (under the job's row lock) must find the slot where it is.
+      perform 1 from public.jobs j where j.id = v_above.job_id for update skip locked;
+      continue when not found;
+      select s.slot into v_free from private.capacity_slots s
+       where s.scope = p_scope and s.slot < p_cap and s.job_id is null
+       order by s.slot limit 1
+       for update skip locked;
+      exit when not found;
+      update private.capacity_slots s set job_id = null where s.scope = p_scope and s.slot = v_above.slot;
+      update private.capacity_slots s set job_id = v_above.job_id where s.scope = p_scope and s.slot = v_free;
+    end loop;
+    if exists (select 1 from private.capacity_slots s
+                where s.scope = p_scope and s.slot >= p_cap and s.job_id is not null) then
+      return false;
+    end if;
+  end if;
+  -- A slot another claim holds uncommitted is skipped, never waited for: that claim owns it.
+  update private.capacity_slots s set job_id = p_job_id
+   where (s.scope, s.slot) = (select f.scope, f.slot from private.capacity_slots f
+                               where f.scope = p_scope and f.slot < p_cap and f.job_id is null
+                               order by f.slot limit 1
+                               for update skip locked)
+  returning s.slot into v_slot;
+  return v_slot is not null;
+end $$;
+
+--
+-- Name: user_claim_key(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.user_claim_key(p_user_id uuid) RETURNS bigint
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select pg_catalog.hashtextextended('video_queue.claim.user:' || p_user_id::text, 0)
+$$;
+
+--
+-- Name: wakeup_listened(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.wakeup_listened() RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select exists (select 1 from private.wakeup_listeners l where l.listening_until > now())
+$$;
+
+--
+-- Name: webhook_backoff(integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.webhook_backoff(p_attempt integer) RETURNS interval
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select (array['5 seconds', '5 minutes', '30 minutes', '2 hours', '5 hours', '10 hours', '10 hours']::interval[])[p_attempt]
+$$;
+
+--
+-- Name: webhook_endpoints__forget_secret(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.webhook_endpoints__forget_secret() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  delete from vault.secrets s where s.id = old.secret_id;
+  return null;
 end $$;
 
 --
@@ -1076,6 +1811,26 @@ begin
 end $$;
 
 --
+-- Name: can_receive_realtime_topic(text); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.can_receive_realtime_topic(p_topic text) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+begin
+  if p_topic = 'queue:admin' then
+    return private.is_queue_admin();
+  end if;
+  if p_topic !~* '^job:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    return false;
+  end if;
+  return private.is_queue_admin()
+      or exists (select 1 from public.jobs j
+                  where j.id = substr(p_topic, 5)::uuid and j.user_id is not null and j.user_id = auth.uid());
+end $_$;
+
+--
 -- Name: cancel_job(uuid, text, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
 --
 
@@ -1126,6 +1881,8 @@ declare
   v_claims jsonb := '[]'::jsonb;
   v_id uuid;
   v_job public.jobs;
+  v_renderer_cap integer;
+  v_full text[] := '{}';  -- renderers found at their cap in this call
   v_token text;
   v_endpoint_id uuid;
   v_endpoint_url text;
@@ -1133,6 +1890,8 @@ declare
   v_wait_n integer := 0;
   -- Claim order: by created_at minus the priority's offset; strict priority when no offsets are set.
   v_offsets interval[] := private.claim_offsets();
+  -- Candidates beyond the room: claims running side by side take (and lock) the first ones.
+  c_spare constant integer := 16;
 begin
   if p_worker_id is null or length(p_worker_id) = 0 then
     raise exception 'worker_id is required' using errcode = 'VQ400';
@@ -1140,25 +1899,27 @@ begin
   if p_limit is not null and p_limit < 0 then
     raise exception 'limit must not be negative' using errcode = 'VQ400';
   end if;
-  -- The cap check needs a fresh snapshot after the lock: only READ COMMITTED gives one.
+  -- The per-user count needs a fresh snapshot after its lock: only READ COMMITTED gives one.
   if current_setting('transaction_isolation') <> 'read committed' then
     raise exception 'claim_jobs must run in a READ COMMITTED transaction' using errcode = '25000';
   end if;
 
-  perform pg_catalog.pg_advisory_xact_lock(private.claim_lock_key());
+  -- Shared: claims never wait for each other here; a pause (exclusive) waits for the claims in flight.
+  perform pg_catalog.pg_advisory_xact_lock_shared(private.claim_lock_key());
 
   select * into v_cfg from public.job_queue_config limit 1;
   perform private.expire_queued_jobs(p_now);
   if v_cfg.paused then return v_claims; end if;  -- a paused queue starts nothing; running jobs finish
   select q.effective into v_effective from private.queue_capacity(p_now) q;
+  -- The room as committed now; the slots, not this count, decide (concurrent claims hold slots unseen here).
   select count(*) into v_processing from public.jobs j where j.status = 'processing';
   v_room := greatest(v_effective - v_processing, 0);
   if p_limit is not null then v_room := least(v_room, p_limit); end if;
   if v_room = 0 then return v_claims; end if;
 
   -- Per renderer with a usable endpoint and room under its cap, per priority: its first jobs in claim order
-  -- (one partial-index scan each, skipping users at max_processing_per_user); merged, the first v_room win.
-  for v_id in
+  -- (one partial-index scan each, skipping users at max_processing_per_user); merged, in claim order.
+  for v_id, v_renderer_cap in
     with caps as (
       select rc.renderer, rc.max_concurrent,
              (select count(*) from public.jobs j where j.status = 'processing' and j.renderer = rc.renderer) as busy
@@ -1170,34 +1931,56 @@ begin
                         and (e.unhealthy_until is null or e.unhealthy_until <= p_now))
     ),
     room as (
-      select caps.renderer, least(v_room, greatest(coalesce(caps.max_concurrent - caps.busy, v_room), 0))::integer as n
+      select caps.renderer, caps.max_concurrent,
+             least(v_room, greatest(coalesce(caps.max_concurrent - caps.busy, v_room), 0))::integer + c_spare as n
         from caps
+       where coalesce(caps.max_concurrent - caps.busy, 1) > 0
     )
-    select c.id from room
+    select c.id, c.max_concurrent from room
       cross join lateral (
-        select x.* from (values (0::smallint), (1::smallint), (2::smallint)) pr(rank)
+        select x.*, room.max_concurrent from (values (0::smallint), (1::smallint), (2::smallint)) pr(rank)
           cross join lateral (
             select j.id, j.priority_rank, j.created_at, j.created_at - v_offsets[pr.rank + 1] as claim_key
               from public.jobs j
-             where j.status = 'queued' and j.renderer = room.renderer and j.priority_rank = pr.rank
+             -- `= any(array[...])`: with a plain `=` the planner takes the renderer as fixed, and then the
+             -- jobs_created index looks as good as jobs_claim_order for this order; walking it past every
+             -- other renderer's jobs cost up to a second per claim at 100,000 waiting. This way only
+             -- jobs_claim_order gives the order, read presorted from the first matching entry.
+             where j.status = 'queued' and j.renderer = any(array[room.renderer]) and j.priority_rank = pr.rank
                and j.next_attempt_at <= p_now and (j.expires_at is null or j.expires_at > p_now)
                and (v_cfg.max_processing_per_user is null or j.user_id is null
                     or (select count(*) from public.jobs u where u.user_id = j.user_id and u.status = 'processing')
                        < v_cfg.max_processing_per_user)
-             order by j.created_at, j.id
+             order by j.renderer, j.priority_rank, j.created_at, j.id
              limit room.n) x
          order by x.claim_key, x.priority_rank, x.created_at, x.id
          limit room.n) c
      order by c.claim_key, c.priority_rank, c.created_at, c.id
-     limit v_room
+     limit v_room + c_spare
   loop
-    -- A row locked by a concurrent cancel is skipped (it is claimed next pass if still queued).
+    exit when jsonb_array_length(v_claims) >= v_room;
+    -- A job another claim (or a cancel) holds is skipped: it is that transaction's.
     select * into v_job from public.jobs j where j.id = v_id and j.status = 'queued' for update skip locked;
-    continue when not found;
-    -- Its user may have reached the cap with this pass's earlier claims: it waits (a later pass fills the slot).
-    continue when v_cfg.max_processing_per_user is not null and v_job.user_id is not null
-      and (select count(*) from public.jobs u where u.user_id = v_job.user_id and u.status = 'processing')
-          >= v_cfg.max_processing_per_user;
+    continue when not found or v_job.renderer = any(v_full);
+
+    -- Its user's cap: counted under the user's lock (fresh after it); a user being claimed elsewhere waits.
+    if v_cfg.max_processing_per_user is not null and v_job.user_id is not null then
+      continue when not pg_catalog.pg_try_advisory_xact_lock(private.user_claim_key(v_job.user_id));
+      continue when (select count(*) from public.jobs u where u.user_id = v_job.user_id and u.status = 'processing')
+                    >= v_cfg.max_processing_per_user;
+    end if;
+
+    -- Its renderer's slot, then a global slot (none left: nothing more starts in this call).
+    if v_renderer_cap is not null then
+      if not private.take_capacity_slot('renderer:' || v_job.renderer, v_renderer_cap, v_job.id) then
+        v_full := v_full || v_job.renderer;
+        continue;
+      end if;
+    end if;
+    if not private.take_capacity_slot('global', v_effective, v_job.id) then
+      perform private.release_capacity_slots(v_job.id);
+      exit;
+    end if;
 
     -- Least-loaded usable endpoint of the renderer (load counts this claim's earlier picks too).
     select e.id, e.url into v_endpoint_id, v_endpoint_url
@@ -1246,6 +2029,43 @@ begin
 end $$;
 
 --
+-- Name: claim_webhook_deliveries(integer, integer, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.claim_webhook_deliveries(p_limit integer DEFAULT 20, p_lease_seconds integer DEFAULT 60, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_claims jsonb;
+begin
+  with due as (
+    select d.id from public.webhook_deliveries d
+      join public.webhook_endpoints e on e.id = d.endpoint_id and e.enabled
+     where d.next_attempt_at <= p_now
+     order by d.next_attempt_at
+     limit greatest(p_limit, 0)
+       for update of d skip locked),
+  claimed as (
+    update public.webhook_deliveries d
+       set attempts = d.attempts + 1, next_attempt_at = p_now + make_interval(secs => greatest(p_lease_seconds, 1))
+      from due where d.id = due.id
+    returning d.*),
+  started as (
+    insert into public.webhook_delivery_attempts (delivery_id, attempt, started_at)
+    select c.id, c.attempts, p_now from claimed c)
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'id', c.id, 'attempt', c.attempts, 'job_id', c.job_id, 'event_type', c.event_type,
+           'message_id', c.message_id, 'url', e.url, 'secret', s.decrypted_secret, 'body', c.payload::text)
+           order by c.next_attempt_at, c.id), '[]'::jsonb)
+    into v_claims
+    from claimed c
+    join public.webhook_endpoints e on e.id = c.endpoint_id
+    left join vault.decrypted_secrets s on s.id = e.secret_id;
+  return v_claims;
+end $$;
+
+--
 -- Name: complete_job(uuid, integer, text, jsonb, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
 --
 
@@ -1269,6 +2089,32 @@ begin
   perform private.queue_counter_add('processing_seconds_count');
   perform private.queue_counter_add('processing_seconds_sum', extract(epoch from (p_now - v_job.started_at))::double precision);
   return private.job_to_json(v_job, p_now);
+end $$;
+
+--
+-- Name: enqueue_daily_current_affairs(timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.enqueue_daily_current_affairs(p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_cfg public.job_queue_config;
+  v_local timestamp;
+begin
+  select * into v_cfg from public.job_queue_config c limit 1;
+  if not v_cfg.daily_ca_enabled then
+    return null;
+  end if;
+  v_local := p_now at time zone v_cfg.daily_ca_time_zone;
+  if v_local::time < v_cfg.daily_ca_local_time then
+    return null;
+  end if;
+  return queue.enqueue_job(p_job_type => 'daily_ca',
+                           p_payload => jsonb_build_object('date', to_char(v_local, 'YYYY-MM-DD')),
+                           p_idempotency_key => 'daily_ca:' || to_char(v_local, 'YYYY-MM-DD'),
+                           p_now => p_now);
 end $$;
 
 --
@@ -1424,6 +2270,144 @@ begin
 end $$;
 
 --
+-- Name: get_peak_schedule(timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.get_peak_schedule(p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_cfg public.job_queue_config;
+begin
+  if not private.is_queue_admin() then
+    raise exception 'only an admin may read the peak schedule' using errcode = 'VQ403';
+  end if;
+  select * into v_cfg from public.job_queue_config limit 1;
+  return jsonb_build_object(
+    'time_zone', v_cfg.peak_time_zone,
+    'multiplier', v_cfg.peak_worker_multiplier,
+    'windows', coalesce((
+      select jsonb_agg(jsonb_build_object('start', to_char(w.s, 'HH24:MI'), 'end', to_char(w.e, 'HH24:MI'),
+                                          'label', w.label) order by w.s, w.e)
+        from (select v_cfg.peak_hour_start as s, v_cfg.peak_hour_end as e, null as label
+               where v_cfg.peak_hour_start <> v_cfg.peak_hour_end
+              union all
+              select pw.starts_at, pw.ends_at, pw.label from public.peak_windows pw) w), '[]'::jsonb),
+    'peak', private.queue_is_peak(p_now),
+    'next_boundary_at', private.next_peak_boundary(p_now));
+end $$;
+
+--
+-- Name: get_queue_alerts(timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.get_queue_alerts(p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_cfg public.job_queue_config;
+  v_stats jsonb;
+  v_hour record;
+  v_active jsonb := '[]'::jsonb;
+  v_rate numeric;
+begin
+  if not private.is_queue_admin() then
+    raise exception 'only an admin may read the queue alerts' using errcode = 'VQ403';
+  end if;
+  select * into v_cfg from public.job_queue_config limit 1;
+  v_stats := public.get_queue_stats(p_now); -- the same depth and age the stats show
+
+  if (v_stats ->> 'queued')::bigint >= v_cfg.alert_queue_depth then
+    v_active := v_active || jsonb_build_object('kind', 'queue_depth',
+      'value', (v_stats ->> 'queued')::bigint, 'threshold', v_cfg.alert_queue_depth,
+      'message', format('%s queued (alert at %s).', private.jobs_text((v_stats ->> 'queued')::bigint),
+                        v_cfg.alert_queue_depth));
+  end if;
+
+  if (v_stats ->> 'oldest_queued_seconds')::bigint >= v_cfg.alert_oldest_queued_seconds then
+    v_active := v_active || jsonb_build_object('kind', 'oldest_queued',
+      'value', (v_stats ->> 'oldest_queued_seconds')::bigint, 'threshold', v_cfg.alert_oldest_queued_seconds,
+      'message', format('The oldest queued job has waited %s min (alert at %s min).',
+                        round((v_stats ->> 'oldest_queued_seconds')::numeric / 60),
+                        round(v_cfg.alert_oldest_queued_seconds::numeric / 60, 1)));
+  end if;
+
+  -- Terminal outcomes of the last hour (jobs_finished index); a rate needs at least 5 of them to mean much.
+  select count(*) filter (where j.status = 'failed') as failed, count(*) as finished
+    into v_hour
+    from public.jobs j
+   where j.completed_at > p_now - interval '1 hour' and j.completed_at <= p_now
+     and j.status in ('completed', 'failed');
+  if v_hour.finished >= 5 then
+    v_rate := round(v_hour.failed::numeric / v_hour.finished, 3);
+    if v_rate >= v_cfg.alert_failure_rate then
+      v_active := v_active || jsonb_build_object('kind', 'failure_rate',
+        'value', v_rate, 'threshold', v_cfg.alert_failure_rate,
+        'message', format('%s of the %s jobs finished in the last hour failed (%s%%; alert at %s%%).',
+                          v_hour.failed, v_hour.finished, round(v_rate * 100),
+                          round(v_cfg.alert_failure_rate * 100)));
+    end if;
+  end if;
+
+  -- A renderer is in use when it has endpoints registered or jobs waiting for it; healthy endpoints are
+  -- what claim_jobs may dispatch to (enabled, not cooling down). Queued jobs are counted only for an alert.
+  select v_active || coalesce(jsonb_agg(jsonb_build_object('kind', 'no_healthy_endpoint', 'renderer', a.name,
+           'value', a.queued, 'threshold', 1,
+           'message', format('Renderer %s has no healthy render endpoint; %s waiting for it.',
+                             a.name, private.jobs_text(a.queued))) order by a.name), '[]'::jsonb)
+    into v_active
+    from (select r.name,
+                 (select count(*) from public.jobs j where j.status = 'queued' and j.renderer = r.name) as queued
+            from public.renderers r
+           where not exists (select 1 from public.render_endpoints e
+                              where e.renderer = r.name and not e.disabled
+                                and (e.unhealthy_until is null or e.unhealthy_until <= p_now))
+             and (exists (select 1 from public.render_endpoints e where e.renderer = r.name)
+                  or exists (select 1 from public.jobs j where j.status = 'queued' and j.renderer = r.name))) a;
+
+  return jsonb_build_object(
+    'thresholds', jsonb_build_object('queue_depth', v_cfg.alert_queue_depth,
+                                     'oldest_queued_seconds', v_cfg.alert_oldest_queued_seconds,
+                                     'failure_rate', v_cfg.alert_failure_rate),
+    'active', v_active,
+    'generated_at', p_now);
+end $$;
+
+--
+-- Name: get_queue_history(timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.get_queue_history(p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_tz text;
+  v_first timestamptz;
+begin
+  if not private.is_queue_admin() then
+    raise exception 'only an admin may read the queue history' using errcode = 'VQ403';
+  end if;
+  select c.peak_time_zone into v_tz from public.job_queue_config c limit 1;
+  v_first := pg_catalog.date_trunc('hour', p_now, v_tz) - interval '23 hours';
+  return (
+    select jsonb_agg(jsonb_build_object('hour', v_first + h.i * interval '1 hour', 'completed', coalesce(f.completed, 0),
+                                        'failed', coalesce(f.failed, 0)) order by h.i)
+      from pg_catalog.generate_series(0, 23) h(i)
+      left join (
+        -- a range of the jobs_finished index (completed_at, status): only the last day's entries are read,
+        -- each put in its hour by arithmetic (hours are 3,600 s from v_first, a local hour start)
+        select floor(pg_catalog.date_part('epoch', j.completed_at - v_first) / 3600)::integer as i,
+               count(*) filter (where j.status = 'completed') as completed,
+               count(*) filter (where j.status = 'failed') as failed
+          from public.jobs j
+         where j.completed_at >= v_first and j.completed_at <= p_now
+         group by 1) f on f.i = h.i);
+end $$;
+
+--
 -- Name: get_queue_metrics(timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
 --
 
@@ -1443,7 +2427,7 @@ begin
     raise exception 'only an admin may read queue metrics' using errcode = 'VQ403';
   end if;
   v_stats := public.get_queue_stats(p_now);
-  select jsonb_object_agg(c.name, c.value) into v_counters from public.queue_counters c;
+  select jsonb_object_agg(c.name, c.value) into v_counters from private.queue_counters c;
   select percentile_cont(array[0.5, 0.9, 0.99]) within group (order by c.wait_seconds) as wait_q,
          percentile_cont(array[0.5, 0.9, 0.99]) within group (order by c.processing_seconds) as proc_q
     into v_q
@@ -1475,16 +2459,35 @@ CREATE FUNCTION queue.get_queue_stats(p_now timestamp with time zone DEFAULT now
 $$;
 
 --
--- Name: list_jobs(text, integer, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+-- Name: hold_wakeup_listener(integer); Type: FUNCTION; Schema: queue; Owner: -
 --
 
-CREATE FUNCTION queue.list_jobs(p_status text DEFAULT NULL::text, p_limit integer DEFAULT 50, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+CREATE FUNCTION queue.hold_wakeup_listener(p_seconds integer) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if p_seconds > 0 then
+    insert into private.wakeup_listeners (backend_pid, listening_until)
+    values (pg_catalog.pg_backend_pid(), now() + make_interval(secs => p_seconds))
+    on conflict (backend_pid) do update set listening_until = excluded.listening_until;
+  else
+    delete from private.wakeup_listeners l where l.backend_pid = pg_catalog.pg_backend_pid();
+  end if;
+  -- Rows of sessions that stopped renewing.
+  delete from private.wakeup_listeners l where l.listening_until < now() - interval '1 minute';
+end $$;
+
+--
+-- Name: list_jobs(text, integer, timestamp with time zone, text, text, uuid); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.list_jobs(p_status text DEFAULT NULL::text, p_limit integer DEFAULT 50, p_now timestamp with time zone DEFAULT now(), p_job_type text DEFAULT NULL::text, p_renderer text DEFAULT NULL::text, p_user_id uuid DEFAULT NULL::uuid) RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     SET jit TO 'off'
     SET enable_seqscan TO 'off'
     AS $$
--- Jobs newest first, optionally of one status, at most 200. Admins only.
 begin
   if not private.is_queue_admin() then
     raise exception 'only an admin may list jobs' using errcode = 'VQ403';
@@ -1492,15 +2495,28 @@ begin
   if p_status is not null and p_status not in ('queued', 'processing', 'completed', 'failed', 'cancelled') then
     raise exception 'status must be one of queued, processing, completed, failed, cancelled' using errcode = 'VQ400';
   end if;
+  if p_job_type is not null and not exists (select 1 from public.job_types t where t.job_type = p_job_type) then
+    raise exception 'unknown job_type "%"', p_job_type using errcode = 'VQ400',
+      hint = format('Use one of: %s.', (select string_agg(t.job_type, ', ' order by t.job_type) from public.job_types t));
+  end if;
+  if p_renderer is not null and not exists (select 1 from public.renderers r where r.name = p_renderer) then
+    raise exception 'unknown renderer "%"', p_renderer using errcode = 'VQ400',
+      hint = format('Use one of: %s.', (select string_agg(r.name, ', ' order by r.name) from public.renderers r));
+  end if;
   if p_limit is null or p_limit < 1 or p_limit > 200 then
     raise exception 'limit must be between 1 and 200' using errcode = 'VQ400';
   end if;
   return coalesce((
     select jsonb_agg(private.job_to_json(n.job, p_now) order by (n.job).created_at desc, (n.job).id desc)
       from (select x.job
+              -- per status, newest first on jobs_status_created, merged: never a sort of every job
               from unnest(case when p_status is null then array['queued', 'processing', 'completed', 'failed', 'cancelled']
                                else array[p_status] end) s(status)
-             cross join lateral (select j as job from public.jobs j where j.status = s.status
+             cross join lateral (select j as job from public.jobs j
+                                  where j.status = s.status
+                                    and (p_job_type is null or j.job_type = p_job_type)
+                                    and (p_renderer is null or j.renderer = p_renderer)
+                                    and (p_user_id is null or j.user_id = p_user_id)
                                   order by j.created_at desc, j.id desc limit p_limit) x
              order by (x.job).created_at desc, (x.job).id desc limit p_limit) n), '[]'::jsonb);
 end $$;
@@ -1527,6 +2543,17 @@ begin
 end $$;
 
 --
+-- Name: publish_queue_changes(timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.publish_queue_changes(p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select private.publish_queue_changes(p_now)
+$$;
+
+--
 -- Name: record_heartbeat(uuid, integer, text, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
 --
 
@@ -1542,6 +2569,45 @@ begin
   perform private.extend_lease(v_job, p_now);
   select * into v_job from public.jobs j where j.id = p_job_id;
   return private.job_to_json(v_job, p_now);
+end $$;
+
+--
+-- Name: record_webhook_attempt(bigint, integer, integer, text, integer, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.record_webhook_attempt(p_delivery_id bigint, p_attempt integer, p_status integer, p_error text, p_duration_ms integer, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v public.webhook_deliveries;
+  v_delivered boolean := p_status between 200 and 299;
+  v_wait interval;
+begin
+  update public.webhook_delivery_attempts a
+     set finished_at = p_now, status = p_status, error = case when not v_delivered then p_error end,
+         duration_ms = p_duration_ms
+   where a.delivery_id = p_delivery_id and a.attempt = p_attempt and a.finished_at is null;
+  if not found then
+    raise exception 'attempt % of webhook delivery % is not open', p_attempt, p_delivery_id using errcode = 'VQ409',
+      hint = 'Record each claimed attempt once.';
+  end if;
+  select * into v from public.webhook_deliveries d where d.id = p_delivery_id for update;
+  if v.next_attempt_at is null then
+    null;  -- already delivered (a late attempt that lost its lease) or given up: settled
+  elsif v_delivered then
+    update public.webhook_deliveries d
+       set delivered_at = p_now, next_attempt_at = null, last_status = p_status, last_error = null
+     where d.id = v.id returning * into v;
+  elsif v.attempts = p_attempt then  -- a newer attempt in flight decides for itself
+    v_wait := private.webhook_backoff(p_attempt);
+    update public.webhook_deliveries d
+       set next_attempt_at = p_now + v_wait, gave_up_at = case when v_wait is null then p_now end,
+           last_status = p_status, last_error = p_error
+     where d.id = v.id returning * into v;
+  end if;
+  return jsonb_build_object('id', v.id, 'attempts', v.attempts, 'delivered_at', v.delivered_at,
+                            'gave_up_at', v.gave_up_at, 'next_attempt_at', v.next_attempt_at);
 end $$;
 
 --
@@ -1587,6 +2653,32 @@ begin
   end if;
   return v_out;
 end $$;
+
+--
+-- Name: register_webhook(text, text, text[]); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.register_webhook(p_url text, p_description text DEFAULT ''::text, p_event_types text[] DEFAULT NULL::text[]) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_id uuid := pg_catalog.gen_random_uuid();
+  v_secret text := private.new_webhook_secret();
+begin
+  if p_url is null or p_url !~ '^https?://[^[:space:]]+$' or length(p_url) > 2048 then
+    raise exception 'webhook url must be an http(s) URL of at most 2048 characters' using errcode = 'VQ400',
+      hint = 'For example https://example.com/hooks/video-queue.';
+  end if;
+  if exists (select 1 from public.webhook_endpoints e where e.url = p_url) then
+    raise exception 'a webhook endpoint for % is already registered', p_url using errcode = 'VQ409',
+      hint = 'Use queue.rotate_webhook_secret for a new secret, or delete the endpoint first.';
+  end if;
+  insert into public.webhook_endpoints (id, url, description, event_types, secret_id)
+  values (v_id, p_url, coalesce(p_description, ''), p_event_types,
+          vault.create_secret(v_secret, 'video_queue_webhook:' || v_id, 'Standard Webhooks secret of ' || p_url));
+  return jsonb_build_object('id', v_id, 'url', p_url, 'secret', v_secret);
+end $_$;
 
 --
 -- Name: release_job(uuid, integer, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
@@ -1667,6 +2759,26 @@ begin
 end $$;
 
 --
+-- Name: rotate_webhook_secret(uuid); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.rotate_webhook_secret(p_endpoint_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_endpoint public.webhook_endpoints;
+  v_secret text := private.new_webhook_secret();
+begin
+  select * into v_endpoint from public.webhook_endpoints e where e.id = p_endpoint_id;
+  if not found then
+    raise exception 'webhook endpoint % not found', p_endpoint_id using errcode = 'VQ404';
+  end if;
+  perform vault.update_secret(v_endpoint.secret_id, v_secret);
+  return jsonb_build_object('id', v_endpoint.id, 'url', v_endpoint.url, 'secret', v_secret);
+end $$;
+
+--
 -- Name: set_paused(boolean, text, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
 --
 
@@ -1682,6 +2794,7 @@ begin
   if p_paused is null then
     raise exception 'paused must be true or false' using errcode = 'VQ400';
   end if;
+  perform pg_catalog.pg_advisory_xact_lock(private.claim_lock_key());
   if p_renderer is null then
     update public.job_queue_config c set paused = p_paused where c.id = (select c2.id from public.job_queue_config c2 limit 1);
   else
@@ -1693,6 +2806,86 @@ begin
   end if;
   return public.get_queue_stats(p_now);
 end $$;
+
+--
+-- Name: capacity_slots; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.capacity_slots (
+    scope text NOT NULL,
+    slot integer NOT NULL,
+    job_id uuid,
+    CONSTRAINT capacity_slots_scope_check CHECK (((scope = 'global'::text) OR (scope ~ '^renderer:[a-z][a-z0-9_]*$'::text))),
+    CONSTRAINT capacity_slots_slot_check CHECK ((slot >= 0))
+);
+
+--
+-- Name: TABLE capacity_slots; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.capacity_slots IS 'Capacity as rows: a processing job holds one global slot and, when its renderer is capped, one slot of it. Slots below the scope''s cap count; rows are never removed (a lowered cap just counts fewer).';
+
+--
+-- Name: queue_counter_shards; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.queue_counter_shards (
+    name text NOT NULL,
+    shard smallint NOT NULL,
+    value double precision DEFAULT 0 NOT NULL,
+    CONSTRAINT queue_counter_shards_shard_check CHECK (((shard >= 0) AND (shard <= 15)))
+);
+
+--
+-- Name: TABLE queue_counter_shards; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.queue_counter_shards IS 'Monotonic counters, 16 shards per name so that concurrent claims and outcomes never queue on one row. Read them summed: private.queue_counters.';
+
+--
+-- Name: queue_counters; Type: VIEW; Schema: private; Owner: -
+--
+
+CREATE VIEW private.queue_counters AS
+ SELECT s.name,
+    sum(s.value) AS value
+   FROM private.queue_counter_shards s
+  GROUP BY s.name;
+
+--
+-- Name: VIEW queue_counters; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON VIEW private.queue_counters IS 'Monotonic totals (Prometheus counters), summed over their shards.';
+
+--
+-- Name: realtime_publisher; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.realtime_publisher (
+    singleton boolean DEFAULT true NOT NULL,
+    walk_after_rank smallint,
+    walk_after_created_at timestamp with time zone,
+    walk_after_id uuid,
+    walked_at timestamp with time zone,
+    stats jsonb,
+    CONSTRAINT realtime_publisher_singleton_check CHECK (singleton)
+);
+
+--
+-- Name: TABLE realtime_publisher; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.realtime_publisher IS 'publish_queue_changes''s state (one row): the last job its walk through the rest of the queue looked at (claim order), when, and the stats last sent on queue:admin.';
+
+--
+-- Name: wakeup_listeners; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.wakeup_listeners (
+    backend_pid integer NOT NULL,
+    listening_until timestamp with time zone NOT NULL
+);
 
 --
 -- Name: job_attempts; Type: TABLE; Schema: public; Owner: -
@@ -1720,7 +2913,7 @@ CREATE TABLE public.job_attempts (
 -- Name: TABLE job_attempts; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON TABLE public.job_attempts IS 'One row per claim of a job. token_hash = sha256(callback token) hex; the token itself is never stored. claim_jobs serializes on pg_advisory_xact_lock(private.claim_lock_key()) before counting and claiming.';
+COMMENT ON TABLE public.job_attempts IS 'One row per claim of a job. token_hash = sha256(callback token) hex; the token itself is never stored. Capacity is held in private.capacity_slots; claims take pg_advisory_xact_lock_shared(private.claim_lock_key()).';
 
 --
 -- Name: job_queue_config; Type: TABLE; Schema: public; Owner: -
@@ -1748,6 +2941,15 @@ CREATE TABLE public.job_queue_config (
     medium_priority_offset_minutes integer,
     low_priority_offset_minutes integer,
     max_processing_per_user integer,
+    daily_ca_enabled boolean DEFAULT false NOT NULL,
+    daily_ca_local_time time without time zone DEFAULT '06:00:00'::time without time zone NOT NULL,
+    daily_ca_time_zone text DEFAULT 'Asia/Kolkata'::text NOT NULL,
+    alert_queue_depth integer DEFAULT 100 NOT NULL,
+    alert_oldest_queued_seconds integer DEFAULT 900 NOT NULL,
+    alert_failure_rate numeric(4,3) DEFAULT 0.2 NOT NULL,
+    CONSTRAINT job_queue_config_alert_failure_rate_check CHECK (((alert_failure_rate > (0)::numeric) AND (alert_failure_rate <= (1)::numeric))),
+    CONSTRAINT job_queue_config_alert_oldest_queued_seconds_check CHECK ((alert_oldest_queued_seconds > 0)),
+    CONSTRAINT job_queue_config_alert_queue_depth_check CHECK ((alert_queue_depth > 0)),
     CONSTRAINT job_queue_config_default_processing_seconds_check CHECK ((default_processing_seconds > 0)),
     CONSTRAINT job_queue_config_finished_job_retention_days_check CHECK ((finished_job_retention_days > 0)),
     CONSTRAINT job_queue_config_high_priority_offset_minutes_check CHECK ((high_priority_offset_minutes >= 0)),
@@ -1820,6 +3022,42 @@ COMMENT ON COLUMN public.job_queue_config.low_priority_offset_minutes IS 'Priori
 COMMENT ON COLUMN public.job_queue_config.max_processing_per_user IS 'Jobs of one user running at once (null: no limit); the rest wait with wait_reason user_limit.';
 
 --
+-- Name: COLUMN job_queue_config.daily_ca_enabled; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.daily_ca_enabled IS 'The pg_cron job video-queue-daily-ca enqueues the day''s current-affairs video while true.';
+
+--
+-- Name: COLUMN job_queue_config.daily_ca_local_time; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.daily_ca_local_time IS 'Local time (in daily_ca_time_zone) from which the day''s daily_ca job is enqueued, once per local day.';
+
+--
+-- Name: COLUMN job_queue_config.daily_ca_time_zone; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.daily_ca_time_zone IS 'IANA zone of daily_ca_local_time and of the date the daily video is for.';
+
+--
+-- Name: COLUMN job_queue_config.alert_queue_depth; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.alert_queue_depth IS 'Alert (dashboard, get_queue_alerts) when at least this many jobs are queued.';
+
+--
+-- Name: COLUMN job_queue_config.alert_oldest_queued_seconds; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.alert_oldest_queued_seconds IS 'Alert when the oldest queued job has waited at least this many seconds.';
+
+--
+-- Name: COLUMN job_queue_config.alert_failure_rate; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_config.alert_failure_rate IS 'Alert when at least this share (0..1] of the jobs finished in the last hour failed (from 5 finished jobs on).';
+
+--
 -- Name: job_types; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -1849,15 +3087,6 @@ CREATE TABLE public.peak_windows (
 --
 
 COMMENT ON TABLE public.peak_windows IS 'Peak windows in addition to job_queue_config.peak_hour_start/end, local time in job_queue_config.peak_time_zone; starts_at > ends_at crosses midnight.';
-
---
--- Name: queue_counters; Type: TABLE; Schema: public; Owner: -
---
-
-CREATE TABLE public.queue_counters (
-    name text NOT NULL,
-    value double precision DEFAULT 0 NOT NULL
-);
 
 --
 -- Name: queue_depth_slots; Type: TABLE; Schema: public; Owner: -
@@ -1906,6 +3135,155 @@ CREATE TABLE public.renderers (
 COMMENT ON COLUMN public.renderers.paused IS 'This renderer starts nothing new while true (POST /status/pause {"renderer"}); running jobs finish.';
 
 --
+-- Name: webhook_deliveries; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.webhook_deliveries (
+    id bigint NOT NULL,
+    endpoint_id uuid NOT NULL,
+    job_id uuid NOT NULL,
+    event_type text NOT NULL,
+    message_id text NOT NULL,
+    payload jsonb NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone,
+    delivered_at timestamp with time zone,
+    gave_up_at timestamp with time zone,
+    last_status integer,
+    last_error text,
+    created_at timestamp with time zone NOT NULL,
+    CONSTRAINT webhook_deliveries_attempts_check CHECK ((attempts >= 0)),
+    CONSTRAINT webhook_deliveries_one_state CHECK ((num_nonnulls(next_attempt_at, delivered_at, gave_up_at) = 1))
+);
+
+--
+-- Name: TABLE webhook_deliveries; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.webhook_deliveries IS 'The webhook outbox: one row per terminal job event and endpoint, written with the job''s state. Admin only.';
+
+--
+-- Name: COLUMN webhook_deliveries.message_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_deliveries.message_id IS 'webhook-id: one per event, the same on every attempt and every endpoint (receivers deduplicate on it).';
+
+--
+-- Name: COLUMN webhook_deliveries.payload; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_deliveries.payload IS 'The body, byte for byte on every attempt: {"type", "timestamp", "data": Job as private.job_to_json makes it}.';
+
+--
+-- Name: COLUMN webhook_deliveries.next_attempt_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_deliveries.next_attempt_at IS 'When the next attempt may start (a claimed one is leased until then); null once delivered or given up.';
+
+--
+-- Name: webhook_deliveries_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.webhook_deliveries ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY (
+    SEQUENCE NAME public.webhook_deliveries_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: webhook_delivery_attempts; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.webhook_delivery_attempts (
+    delivery_id bigint NOT NULL,
+    attempt integer NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    finished_at timestamp with time zone,
+    status integer,
+    error text,
+    duration_ms integer,
+    CONSTRAINT webhook_delivery_attempts_attempt_check CHECK ((attempt >= 1))
+);
+
+--
+-- Name: TABLE webhook_delivery_attempts; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.webhook_delivery_attempts IS 'Every attempt at a webhook delivery: the receiver''s status (null: no answer), the error, how long it took. An attempt never finished was lost with its worker; its delivery went out again after the lease.';
+
+--
+-- Name: webhook_endpoints; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.webhook_endpoints (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    url text NOT NULL,
+    description text DEFAULT ''::text NOT NULL,
+    event_types text[],
+    enabled boolean DEFAULT true NOT NULL,
+    secret_id uuid NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT webhook_endpoints_event_types_check CHECK (((cardinality(event_types) > 0) AND (event_types <@ ARRAY['job.completed'::text, 'job.failed'::text, 'job.cancelled'::text]))),
+    CONSTRAINT webhook_endpoints_url_check CHECK (((url ~ '^https?://[^[:space:]]+$'::text) AND (length(url) <= 2048)))
+);
+
+--
+-- Name: TABLE webhook_endpoints; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.webhook_endpoints IS 'Webhook receivers (admin only: register with queue.register_webhook, disable with enabled = false).';
+
+--
+-- Name: COLUMN webhook_endpoints.enabled; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_endpoints.enabled IS 'A disabled endpoint gets no new deliveries and its pending ones wait (they go out if it is enabled again).';
+
+--
+-- Name: COLUMN webhook_endpoints.secret_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_endpoints.secret_id IS 'Id in vault.secrets of the endpoint''s Standard Webhooks signing secret (whsec_<base64>); never stored here.';
+
+--
+-- Name: capacity_slots capacity_slots_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.capacity_slots
+    ADD CONSTRAINT capacity_slots_pkey PRIMARY KEY (scope, slot);
+
+--
+-- Name: queue_counter_shards queue_counter_shards_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.queue_counter_shards
+    ADD CONSTRAINT queue_counter_shards_pkey PRIMARY KEY (name, shard);
+
+--
+-- Name: realtime_job_marks realtime_job_marks_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.realtime_job_marks
+    ADD CONSTRAINT realtime_job_marks_pkey PRIMARY KEY (job_id);
+
+--
+-- Name: realtime_publisher realtime_publisher_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.realtime_publisher
+    ADD CONSTRAINT realtime_publisher_pkey PRIMARY KEY (singleton);
+
+--
+-- Name: wakeup_listeners wakeup_listeners_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.wakeup_listeners
+    ADD CONSTRAINT wakeup_listeners_pkey PRIMARY KEY (backend_pid);
+
+--
 -- Name: job_attempts job_attempts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1941,13 +3319,6 @@ ALTER TABLE ONLY public.peak_windows
     ADD CONSTRAINT peak_windows_pkey PRIMARY KEY (id);
 
 --
--- Name: queue_counters queue_counters_pkey; Type: CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.queue_counters
-    ADD CONSTRAINT queue_counters_pkey PRIMARY KEY (name);
-
---
 -- Name: queue_depth_slots queue_depth_slots_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1974,6 +3345,47 @@ ALTER TABLE ONLY public.render_endpoints
 
 ALTER TABLE ONLY public.renderers
     ADD CONSTRAINT renderers_pkey PRIMARY KEY (name);
+
+--
+-- Name: webhook_deliveries webhook_deliveries_endpoint_id_message_id_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_endpoint_id_message_id_key UNIQUE (endpoint_id, message_id);
+
+--
+-- Name: webhook_deliveries webhook_deliveries_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (id);
+
+--
+-- Name: webhook_delivery_attempts webhook_delivery_attempts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_delivery_attempts
+    ADD CONSTRAINT webhook_delivery_attempts_pkey PRIMARY KEY (delivery_id, attempt);
+
+--
+-- Name: webhook_endpoints webhook_endpoints_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_pkey PRIMARY KEY (id);
+
+--
+-- Name: webhook_endpoints webhook_endpoints_url_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_url_key UNIQUE (url);
+
+--
+-- Name: capacity_slots_held; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE UNIQUE INDEX capacity_slots_held ON private.capacity_slots USING btree (job_id, scope) WHERE (job_id IS NOT NULL);
 
 --
 -- Name: job_attempts_token_hash; Type: INDEX; Schema: public; Owner: -
@@ -2066,6 +3478,18 @@ CREATE INDEX jobs_user_processing ON public.jobs USING btree (user_id) WHERE (st
 CREATE INDEX render_endpoints_renderer ON public.render_endpoints USING btree (renderer) WHERE (NOT disabled);
 
 --
+-- Name: webhook_deliveries_due; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_due ON public.webhook_deliveries USING btree (next_attempt_at) WHERE (next_attempt_at IS NOT NULL);
+
+--
+-- Name: webhook_deliveries_job; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_job ON public.webhook_deliveries USING btree (job_id);
+
+--
 -- Name: jobs _100_fill_defaults; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -2076,6 +3500,36 @@ CREATE TRIGGER _100_fill_defaults BEFORE INSERT ON public.jobs FOR EACH ROW EXEC
 --
 
 CREATE TRIGGER _200_complete_status BEFORE UPDATE OF status ON public.jobs FOR EACH ROW EXECUTE FUNCTION private.jobs__complete_status();
+
+--
+-- Name: jobs _300_release_slots; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _300_release_slots AFTER UPDATE OF status ON public.jobs FOR EACH ROW WHEN (((old.status = 'processing'::text) AND (new.status <> 'processing'::text))) EXECUTE FUNCTION private.jobs__release_slots();
+
+--
+-- Name: jobs _300_release_slots_delete; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _300_release_slots_delete AFTER DELETE ON public.jobs FOR EACH ROW WHEN ((old.status = 'processing'::text)) EXECUTE FUNCTION private.jobs__release_slots();
+
+--
+-- Name: jobs _300_release_slots_truncate; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _300_release_slots_truncate AFTER TRUNCATE ON public.jobs FOR EACH STATEMENT EXECUTE FUNCTION private.jobs__release_all_slots();
+
+--
+-- Name: job_queue_config _400_ensure_capacity_slots; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _400_ensure_capacity_slots AFTER INSERT OR UPDATE ON public.job_queue_config FOR EACH STATEMENT EXECUTE FUNCTION private.capacity_slots__ensure();
+
+--
+-- Name: renderers _400_ensure_capacity_slots; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _400_ensure_capacity_slots AFTER INSERT OR UPDATE ON public.renderers FOR EACH STATEMENT EXECUTE FUNCTION private.capacity_slots__ensure();
 
 --
 -- Name: jobs _500_count_queued_delete; Type: TRIGGER; Schema: public; Owner: -
@@ -2102,6 +3556,48 @@ CREATE TRIGGER _500_count_queued_truncate AFTER TRUNCATE ON public.jobs FOR EACH
 CREATE TRIGGER _500_count_queued_update AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_depth_after_update();
 
 --
+-- Name: jobs _600_broadcast_change; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _600_broadcast_change AFTER UPDATE ON public.jobs FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) OR (old.stage IS DISTINCT FROM new.stage) OR (old.progress IS DISTINCT FROM new.progress))) EXECUTE FUNCTION private.jobs__broadcast();
+
+--
+-- Name: job_queue_config _600_publish_pause; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _600_publish_pause AFTER UPDATE OF paused ON public.job_queue_config FOR EACH ROW WHEN ((old.paused IS DISTINCT FROM new.paused)) EXECUTE FUNCTION private.paused__publish();
+
+--
+-- Name: renderers _600_publish_pause; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _600_publish_pause AFTER UPDATE OF paused ON public.renderers FOR EACH ROW WHEN ((old.paused IS DISTINCT FROM new.paused)) EXECUTE FUNCTION private.paused__publish();
+
+--
+-- Name: jobs _600_wake_worker_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _600_wake_worker_insert AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_wake_worker_after_insert();
+
+--
+-- Name: jobs _600_wake_worker_update; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _600_wake_worker_update AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_wake_worker_after_update();
+
+--
+-- Name: jobs _700_webhook_outbox; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _700_webhook_outbox AFTER UPDATE OF status ON public.jobs FOR EACH ROW WHEN (((new.status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text])) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION private.jobs__webhook_outbox();
+
+--
+-- Name: webhook_endpoints _900_forget_secret; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _900_forget_secret AFTER DELETE ON public.webhook_endpoints FOR EACH ROW EXECUTE FUNCTION private.webhook_endpoints__forget_secret();
+
+--
 -- Name: jobs _900_touch_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -2112,6 +3608,18 @@ CREATE TRIGGER _900_touch_updated_at BEFORE UPDATE ON public.jobs FOR EACH ROW E
 --
 
 CREATE TRIGGER job_queue_config_validate BEFORE INSERT OR UPDATE ON public.job_queue_config FOR EACH ROW EXECUTE FUNCTION private.job_queue_config_validate();
+
+--
+-- Name: job_queue_config wake_worker; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER wake_worker AFTER UPDATE ON public.job_queue_config FOR EACH STATEMENT EXECUTE FUNCTION private.config_wake_worker();
+
+--
+-- Name: renderers wake_worker; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER wake_worker AFTER UPDATE ON public.renderers FOR EACH STATEMENT EXECUTE FUNCTION private.config_wake_worker();
 
 --
 -- Name: job_attempts job_attempts_endpoint_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
@@ -2170,6 +3678,57 @@ ALTER TABLE ONLY public.render_endpoints
     ADD CONSTRAINT render_endpoints_renderer_fkey FOREIGN KEY (renderer) REFERENCES public.renderers(name);
 
 --
+-- Name: webhook_deliveries webhook_deliveries_endpoint_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_endpoint_id_fkey FOREIGN KEY (endpoint_id) REFERENCES public.webhook_endpoints(id) ON DELETE CASCADE;
+
+--
+-- Name: webhook_deliveries webhook_deliveries_job_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_job_id_fkey FOREIGN KEY (job_id) REFERENCES public.jobs(id) ON DELETE CASCADE;
+
+--
+-- Name: webhook_delivery_attempts webhook_delivery_attempts_delivery_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_delivery_attempts
+    ADD CONSTRAINT webhook_delivery_attempts_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES public.webhook_deliveries(id) ON DELETE CASCADE;
+
+--
+-- Name: capacity_slots; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.capacity_slots ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: queue_counter_shards; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.queue_counter_shards ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: realtime_job_marks; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.realtime_job_marks ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: realtime_publisher; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.realtime_publisher ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: wakeup_listeners; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.wakeup_listeners ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: job_attempts; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
@@ -2200,12 +3759,6 @@ ALTER TABLE public.jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.peak_windows ENABLE ROW LEVEL SECURITY;
 
 --
--- Name: queue_counters; Type: ROW SECURITY; Schema: public; Owner: -
---
-
-ALTER TABLE public.queue_counters ENABLE ROW LEVEL SECURITY;
-
---
 -- Name: queue_depth_slots; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
@@ -2222,6 +3775,24 @@ ALTER TABLE public.render_endpoints ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE public.renderers ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_deliveries; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.webhook_deliveries ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_delivery_attempts; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.webhook_delivery_attempts ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_endpoints; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.webhook_endpoints ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: SCHEMA public; Type: ACL; Schema: -; Owner: -
@@ -2243,6 +3814,12 @@ GRANT USAGE ON SCHEMA queue TO service_role;
 --
 
 REVOKE ALL ON FUNCTION private.attempt_lease(p_started_at timestamp with time zone, p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION capacity_slots__ensure(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.capacity_slots__ensure() FROM PUBLIC;
 
 --
 -- Name: FUNCTION claim_lock_key(); Type: ACL; Schema: private; Owner: -
@@ -2273,6 +3850,18 @@ REVOKE ALL ON FUNCTION private.close_attempt(p_job public.jobs, p_outcome text, 
 --
 
 REVOKE ALL ON FUNCTION private.completed_renders(p_from timestamp with time zone, p_to timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION config_wake_worker(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.config_wake_worker() FROM PUBLIC;
+
+--
+-- Name: FUNCTION ensure_capacity_slots(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.ensure_capacity_slots() FROM PUBLIC;
 
 --
 -- Name: FUNCTION expire_queued_jobs(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
@@ -2325,6 +3914,12 @@ REVOKE ALL ON FUNCTION private.job_to_json(p_job public.jobs, p_now timestamp wi
 GRANT ALL ON FUNCTION private.job_to_json(p_job public.jobs, p_now timestamp with time zone) TO service_role;
 
 --
+-- Name: FUNCTION job_to_json_at(p_job public.jobs, p_position integer, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.job_to_json_at(p_job public.jobs, p_position integer, p_now timestamp with time zone) FROM PUBLIC;
+
+--
 -- Name: FUNCTION job_wait_estimate(p_job public.jobs, p_position integer, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
@@ -2337,11 +3932,35 @@ REVOKE ALL ON FUNCTION private.job_wait_estimate(p_job public.jobs, p_position i
 REVOKE ALL ON FUNCTION private.job_wait_reason(p_job public.jobs, p_now timestamp with time zone) FROM PUBLIC;
 
 --
+-- Name: FUNCTION jobs__broadcast(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs__broadcast() FROM PUBLIC;
+
+--
 -- Name: FUNCTION jobs__complete_status(); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.jobs__complete_status() FROM PUBLIC;
 GRANT ALL ON FUNCTION private.jobs__complete_status() TO service_role;
+
+--
+-- Name: FUNCTION jobs__release_all_slots(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs__release_all_slots() FROM PUBLIC;
+
+--
+-- Name: FUNCTION jobs__release_slots(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs__release_slots() FROM PUBLIC;
+
+--
+-- Name: FUNCTION jobs__webhook_outbox(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs__webhook_outbox() FROM PUBLIC;
 
 --
 -- Name: FUNCTION jobs_before_insert(); Type: ACL; Schema: private; Owner: -
@@ -2374,10 +3993,28 @@ REVOKE ALL ON FUNCTION private.jobs_depth_after_truncate() FROM PUBLIC;
 REVOKE ALL ON FUNCTION private.jobs_depth_after_update() FROM PUBLIC;
 
 --
+-- Name: FUNCTION jobs_text(p_n bigint); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs_text(p_n bigint) FROM PUBLIC;
+
+--
 -- Name: FUNCTION jobs_touch_updated_at(); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.jobs_touch_updated_at() FROM PUBLIC;
+
+--
+-- Name: FUNCTION jobs_wake_worker_after_insert(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs_wake_worker_after_insert() FROM PUBLIC;
+
+--
+-- Name: FUNCTION jobs_wake_worker_after_update(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs_wake_worker_after_update() FROM PUBLIC;
 
 --
 -- Name: FUNCTION lock_current_attempt(p_job_id uuid, p_attempt integer, p_token text, p_allow_completed_repeat boolean, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
@@ -2386,10 +4023,46 @@ REVOKE ALL ON FUNCTION private.jobs_touch_updated_at() FROM PUBLIC;
 REVOKE ALL ON FUNCTION private.lock_current_attempt(p_job_id uuid, p_attempt integer, p_token text, p_allow_completed_repeat boolean, p_now timestamp with time zone) FROM PUBLIC;
 
 --
+-- Name: FUNCTION mark_job_place(p_job jsonb, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.mark_job_place(p_job jsonb, p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION new_webhook_secret(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.new_webhook_secret() FROM PUBLIC;
+
+--
 -- Name: FUNCTION next_peak_boundary(p_after timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.next_peak_boundary(p_after timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION paused__publish(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.paused__publish() FROM PUBLIC;
+
+--
+-- Name: FUNCTION pool_departures(p_remaining numeric[], p_mean numeric, p_slots integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.pool_departures(p_remaining numeric[], p_mean numeric, p_slots integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION pool_start(p_departures numeric[], p_mean numeric, p_slots integer, p_k numeric); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.pool_start(p_departures numeric[], p_mean numeric, p_slots integer, p_k numeric) FROM PUBLIC;
+
+--
+-- Name: FUNCTION pool_starts_within(p_departures numeric[], p_mean numeric, p_slots integer, p_seconds numeric); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.pool_starts_within(p_departures numeric[], p_mean numeric, p_slots integer, p_seconds numeric) FROM PUBLIC;
 
 --
 -- Name: FUNCTION priority_offsets(); Type: ACL; Schema: private; Owner: -
@@ -2402,6 +4075,24 @@ REVOKE ALL ON FUNCTION private.priority_offsets() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION private.prune_finished_jobs(p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION publish_job(p_job jsonb); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.publish_job(p_job jsonb) FROM PUBLIC;
+
+--
+-- Name: FUNCTION publish_place(p_job public.jobs, p_position integer, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.publish_place(p_job public.jobs, p_position integer, p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION publish_queue_changes(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.publish_queue_changes(p_now timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION queue_capacity(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
@@ -2426,6 +4117,42 @@ REVOKE ALL ON FUNCTION private.queue_depth_add(p_rank smallint, p_delta bigint) 
 --
 
 REVOKE ALL ON FUNCTION private.queue_is_peak(p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION queued_in_claim_order(p_limit integer, p_after_rank smallint, p_after_created_at timestamp with time zone, p_after_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.queued_in_claim_order(p_limit integer, p_after_rank smallint, p_after_created_at timestamp with time zone, p_after_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION realtime_exact_positions(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.realtime_exact_positions() FROM PUBLIC;
+
+--
+-- Name: FUNCTION realtime_place_moved(p_mark private.realtime_job_marks, p_job jsonb, p_exact integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.realtime_place_moved(p_mark private.realtime_job_marks, p_job jsonb, p_exact integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION realtime_publish_lock_key(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.realtime_publish_lock_key() FROM PUBLIC;
+
+--
+-- Name: FUNCTION recent_render_seconds(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.recent_render_seconds(p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION release_capacity_slots(p_job_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.release_capacity_slots(p_job_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION render_seconds(p_renderer text, p_job_type text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
@@ -2458,11 +4185,49 @@ REVOKE ALL ON FUNCTION private.renderer_has_history(p_renderer text, p_now times
 REVOKE ALL ON FUNCTION private.set_job_state(p_job public.jobs, p_status text, p_now timestamp with time zone, p_outcome text, p_error text, p_result jsonb, p_run_at timestamp with time zone, p_retry_count integer, p_cancel_reason text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION take_capacity_slot(p_scope text, p_cap integer, p_job_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.take_capacity_slot(p_scope text, p_cap integer, p_job_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION user_claim_key(p_user_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.user_claim_key(p_user_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION wakeup_listened(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.wakeup_listened() FROM PUBLIC;
+
+--
+-- Name: FUNCTION webhook_backoff(p_attempt integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.webhook_backoff(p_attempt integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION webhook_endpoints__forget_secret(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.webhook_endpoints__forget_secret() FROM PUBLIC;
+
+--
 -- Name: FUNCTION get_queue_stats(p_now timestamp with time zone); Type: ACL; Schema: public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION public.get_queue_stats(p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.get_queue_stats(p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION can_receive_realtime_topic(p_topic text); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.can_receive_realtime_topic(p_topic text) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.can_receive_realtime_topic(p_topic text) TO authenticated;
+GRANT ALL ON FUNCTION queue.can_receive_realtime_topic(p_topic text) TO service_role;
 
 --
 -- Name: FUNCTION cancel_job(p_job_id uuid, p_reason text, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
@@ -2480,11 +4245,25 @@ REVOKE ALL ON FUNCTION queue.claim_jobs(p_worker_id text, p_limit integer, p_now
 GRANT ALL ON FUNCTION queue.claim_jobs(p_worker_id text, p_limit integer, p_now timestamp with time zone) TO service_role;
 
 --
+-- Name: FUNCTION claim_webhook_deliveries(p_limit integer, p_lease_seconds integer, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.claim_webhook_deliveries(p_limit integer, p_lease_seconds integer, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.claim_webhook_deliveries(p_limit integer, p_lease_seconds integer, p_now timestamp with time zone) TO service_role;
+
+--
 -- Name: FUNCTION complete_job(p_job_id uuid, p_attempt integer, p_token text, p_result jsonb, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
 --
 
 REVOKE ALL ON FUNCTION queue.complete_job(p_job_id uuid, p_attempt integer, p_token text, p_result jsonb, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.complete_job(p_job_id uuid, p_attempt integer, p_token text, p_result jsonb, p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION enqueue_daily_current_affairs(p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.enqueue_daily_current_affairs(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.enqueue_daily_current_affairs(p_now timestamp with time zone) TO service_role;
 
 --
 -- Name: FUNCTION enqueue_job(p_job_type text, p_payload jsonb, p_idempotency_key text, p_priority text, p_run_at timestamp with time zone, p_renderer text, p_expires_at timestamp with time zone, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
@@ -2510,6 +4289,30 @@ GRANT ALL ON FUNCTION queue.get_job(p_job_id uuid, p_now timestamp with time zon
 GRANT ALL ON FUNCTION queue.get_job(p_job_id uuid, p_now timestamp with time zone) TO service_role;
 
 --
+-- Name: FUNCTION get_peak_schedule(p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.get_peak_schedule(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.get_peak_schedule(p_now timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION queue.get_peak_schedule(p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION get_queue_alerts(p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.get_queue_alerts(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.get_queue_alerts(p_now timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION queue.get_queue_alerts(p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION get_queue_history(p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.get_queue_history(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.get_queue_history(p_now timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION queue.get_queue_history(p_now timestamp with time zone) TO service_role;
+
+--
 -- Name: FUNCTION get_queue_metrics(p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
 --
 
@@ -2526,12 +4329,19 @@ GRANT ALL ON FUNCTION queue.get_queue_stats(p_now timestamp with time zone) TO a
 GRANT ALL ON FUNCTION queue.get_queue_stats(p_now timestamp with time zone) TO service_role;
 
 --
--- Name: FUNCTION list_jobs(p_status text, p_limit integer, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+-- Name: FUNCTION hold_wakeup_listener(p_seconds integer); Type: ACL; Schema: queue; Owner: -
 --
 
-REVOKE ALL ON FUNCTION queue.list_jobs(p_status text, p_limit integer, p_now timestamp with time zone) FROM PUBLIC;
-GRANT ALL ON FUNCTION queue.list_jobs(p_status text, p_limit integer, p_now timestamp with time zone) TO authenticated;
-GRANT ALL ON FUNCTION queue.list_jobs(p_status text, p_limit integer, p_now timestamp with time zone) TO service_role;
+REVOKE ALL ON FUNCTION queue.hold_wakeup_listener(p_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.hold_wakeup_listener(p_seconds integer) TO service_role;
+
+--
+-- Name: FUNCTION list_jobs(p_status text, p_limit integer, p_now timestamp with time zone, p_job_type text, p_renderer text, p_user_id uuid); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.list_jobs(p_status text, p_limit integer, p_now timestamp with time zone, p_job_type text, p_renderer text, p_user_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.list_jobs(p_status text, p_limit integer, p_now timestamp with time zone, p_job_type text, p_renderer text, p_user_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION queue.list_jobs(p_status text, p_limit integer, p_now timestamp with time zone, p_job_type text, p_renderer text, p_user_id uuid) TO service_role;
 
 --
 -- Name: FUNCTION mark_endpoint_unhealthy(p_endpoint_id uuid, p_cooldown_seconds integer, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
@@ -2541,6 +4351,13 @@ REVOKE ALL ON FUNCTION queue.mark_endpoint_unhealthy(p_endpoint_id uuid, p_coold
 GRANT ALL ON FUNCTION queue.mark_endpoint_unhealthy(p_endpoint_id uuid, p_cooldown_seconds integer, p_now timestamp with time zone) TO service_role;
 
 --
+-- Name: FUNCTION publish_queue_changes(p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.publish_queue_changes(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.publish_queue_changes(p_now timestamp with time zone) TO service_role;
+
+--
 -- Name: FUNCTION record_heartbeat(p_job_id uuid, p_attempt integer, p_token text, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
 --
 
@@ -2548,11 +4365,25 @@ REVOKE ALL ON FUNCTION queue.record_heartbeat(p_job_id uuid, p_attempt integer, 
 GRANT ALL ON FUNCTION queue.record_heartbeat(p_job_id uuid, p_attempt integer, p_token text, p_now timestamp with time zone) TO service_role;
 
 --
+-- Name: FUNCTION record_webhook_attempt(p_delivery_id bigint, p_attempt integer, p_status integer, p_error text, p_duration_ms integer, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.record_webhook_attempt(p_delivery_id bigint, p_attempt integer, p_status integer, p_error text, p_duration_ms integer, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.record_webhook_attempt(p_delivery_id bigint, p_attempt integer, p_status integer, p_error text, p_duration_ms integer, p_now timestamp with time zone) TO service_role;
+
+--
 -- Name: FUNCTION recover_expired_attempts(p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
 --
 
 REVOKE ALL ON FUNCTION queue.recover_expired_attempts(p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.recover_expired_attempts(p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION register_webhook(p_url text, p_description text, p_event_types text[]); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.register_webhook(p_url text, p_description text, p_event_types text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.register_webhook(p_url text, p_description text, p_event_types text[]) TO service_role;
 
 --
 -- Name: FUNCTION release_job(p_job_id uuid, p_attempt integer, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
@@ -2575,6 +4406,13 @@ GRANT ALL ON FUNCTION queue.report_progress(p_job_id uuid, p_attempt integer, p_
 REVOKE ALL ON FUNCTION queue.retry_job(p_job_id uuid, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.retry_job(p_job_id uuid, p_now timestamp with time zone) TO authenticated;
 GRANT ALL ON FUNCTION queue.retry_job(p_job_id uuid, p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION rotate_webhook_secret(p_endpoint_id uuid); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.rotate_webhook_secret(p_endpoint_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.rotate_webhook_secret(p_endpoint_id uuid) TO service_role;
 
 --
 -- Name: FUNCTION set_paused(p_paused boolean, p_renderer text, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
@@ -2609,12 +4447,6 @@ GRANT ALL ON TABLE public.job_types TO service_role;
 GRANT ALL ON TABLE public.peak_windows TO service_role;
 
 --
--- Name: TABLE queue_counters; Type: ACL; Schema: public; Owner: -
---
-
-GRANT ALL ON TABLE public.queue_counters TO service_role;
-
---
 -- Name: TABLE queue_depth_slots; Type: ACL; Schema: public; Owner: -
 --
 
@@ -2631,6 +4463,30 @@ GRANT ALL ON TABLE public.render_endpoints TO service_role;
 --
 
 GRANT ALL ON TABLE public.renderers TO service_role;
+
+--
+-- Name: TABLE webhook_deliveries; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON TABLE public.webhook_deliveries TO service_role;
+
+--
+-- Name: SEQUENCE webhook_deliveries_id_seq; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON SEQUENCE public.webhook_deliveries_id_seq TO service_role;
+
+--
+-- Name: TABLE webhook_delivery_attempts; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON TABLE public.webhook_delivery_attempts TO service_role;
+
+--
+-- Name: TABLE webhook_endpoints; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON TABLE public.webhook_endpoints TO service_role;
 
 --
 -- Name: DEFAULT PRIVILEGES FOR SEQUENCES; Type: DEFAULT ACL; Schema: public; Owner: -
