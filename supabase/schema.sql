@@ -392,28 +392,29 @@ CREATE FUNCTION private.job_queue_position(p_job public.jobs) RETURNS integer
 declare
   v_higher bigint;
   v_same bigint;
-  v_ahead bigint;
+  v_ahead bigint := 0;
   v_behind bigint;
   v_offsets interval[] := private.priority_offsets();
   v_key timestamptz;
-  v_rank smallint;
 begin
   if p_job.status <> 'queued' then return null; end if;
   if v_offsets is not null then
     -- Bounded overtake: the jobs of every priority whose claim key (created_at - offset) is smaller, a tie
-    -- going to the higher priority; one index range count on jobs_queued_order per priority.
+    -- going to the higher priority; one index range count on jobs_position_order per priority.
     v_key := p_job.created_at - v_offsets[p_job.priority_rank + 1];
-    v_ahead := 0;
     for v_rank in 0..2 loop
       v_ahead := v_ahead + case
         when v_rank = p_job.priority_rank then
-          (select count(*) from public.jobs j where j.status = 'queued' and j.priority_rank = v_rank
+          (select count(*) from public.jobs j
+            where j.status = 'queued' and j.lease_expires_at is null and j.priority_rank = v_rank
               and (j.created_at, j.id) < (p_job.created_at, p_job.id))
         when v_rank < p_job.priority_rank then
-          (select count(*) from public.jobs j where j.status = 'queued' and j.priority_rank = v_rank
+          (select count(*) from public.jobs j
+            where j.status = 'queued' and j.lease_expires_at is null and j.priority_rank = v_rank
               and j.created_at <= v_key + v_offsets[v_rank + 1])
         else
-          (select count(*) from public.jobs j where j.status = 'queued' and j.priority_rank = v_rank
+          (select count(*) from public.jobs j
+            where j.status = 'queued' and j.lease_expires_at is null and j.priority_rank = v_rank
               and j.created_at < v_key + v_offsets[v_rank + 1])
         end;
     end loop;
@@ -426,14 +427,14 @@ begin
   -- Jobs behind it first (a new job has none), then jobs ahead, then a full count of the jobs ahead.
   select count(*) into v_behind from (
     select 1 from public.jobs j
-     where j.status = 'queued' and j.priority_rank = p_job.priority_rank
+     where j.status = 'queued' and j.lease_expires_at is null and j.priority_rank = p_job.priority_rank
        and (j.created_at, j.id) > (p_job.created_at, p_job.id)
      limit 1000) b;
   if v_behind < 1000 then
     v_ahead := greatest(v_same - v_behind - 1, 0);
   else
     select count(*) into v_ahead from public.jobs j
-     where j.status = 'queued' and j.priority_rank = p_job.priority_rank
+     where j.status = 'queued' and j.lease_expires_at is null and j.priority_rank = p_job.priority_rank
        and (j.created_at, j.id) < (p_job.created_at, p_job.id);
   end if;
   return (v_higher + v_ahead + 1)::integer;
@@ -1778,12 +1779,12 @@ begin
     into v_hour
     from private.completed_renders(p_now - interval '1 hour', p_now) c;
 
-  -- The oldest queued job: the first of each priority on jobs_queued_order. (A plain min(created_at) over
-  -- queued rows has no index in that order and may walk jobs_created past every finished job.)
+  -- The oldest queued job: the first of each priority on jobs_position_order. (A plain min(created_at) over
+  -- queued rows has no index in that order and walked past every finished job.)
   select min(o.created_at) into v_oldest
     from (values (0::smallint), (1::smallint), (2::smallint)) p(rank)
    cross join lateral (select j.created_at from public.jobs j
-                        where j.status = 'queued' and j.priority_rank = p.rank
+                        where j.status = 'queued' and j.lease_expires_at is null and j.priority_rank = p.rank
                         order by j.created_at limit 1) o;
 
   return jsonb_build_object(
@@ -3436,16 +3437,16 @@ CREATE UNIQUE INDEX jobs_idempotency ON public.jobs USING btree (user_id, idempo
 CREATE INDEX jobs_lease ON public.jobs USING btree (lease_expires_at) WHERE (status = 'processing'::text);
 
 --
+-- Name: jobs_position_order; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX jobs_position_order ON public.jobs USING btree (priority_rank, created_at, id) WHERE ((status = 'queued'::text) AND (lease_expires_at IS NULL));
+
+--
 -- Name: jobs_processing; Type: INDEX; Schema: public; Owner: -
 --
 
 CREATE INDEX jobs_processing ON public.jobs USING btree (renderer, endpoint_id) WHERE (status = 'processing'::text);
-
---
--- Name: jobs_queued_order; Type: INDEX; Schema: public; Owner: -
---
-
-CREATE INDEX jobs_queued_order ON public.jobs USING btree (priority_rank, created_at, id) WHERE (status = 'queued'::text);
 
 --
 -- Name: jobs_status_created; Type: INDEX; Schema: public; Owner: -

@@ -6,10 +6,15 @@
 --     (user_id, queued or processing) was one for every "status = 'queued'" query, and with the statistics
 --     of an empty table the planner walked it whole for positions. It becomes jobs_user_open (completed_at
 --     is null: the same rows by CHECK, a predicate no queued-row query implies) and jobs_user_processing.
+--     jobs_queued_order (priority_rank, created_at, id) was another: with no column statistics claim_jobs
+--     (renderer = .. and priority_rank = ..) walked it through every renderer's jobs instead of reading
+--     jobs_claim_order. It becomes jobs_position_order, the same keys over queued rows that hold no lease:
+--     every queued row (CHECK jobs_processing_has_lease), but only queries that say so, positions and
+--     stats, can use it; the claim has jobs_claim_order alone.
 --   * jobs_created (created_at) let "min(created_at) where status = 'queued'" walk every finished job before
 --     the first queued one once a vacuum made that look cheap. It becomes jobs_status_created (status,
 --     created_at, id), the list's order within a status. Stats take the oldest queued job per priority from
---     jobs_queued_order, and the last hour's completions per renderer from jobs_completed_by_renderer
+--     jobs_position_order, the last hour's completions per renderer from jobs_completed_by_renderer
 --     (private.completed_renders); list_jobs merges the newest of each status.
 --   * plpgsql keeps a connection's generic plan after five calls. Made while jobs was empty (a fresh deploy,
 --     a truncate), every plan is a sequential scan, the cheapest way to read nothing, and it stays until the
@@ -24,6 +29,9 @@ create index jobs_user_processing on public.jobs (user_id) where status = 'proce
 drop index public.jobs_user_unfinished;
 create index jobs_status_created on public.jobs (status, created_at, id);
 drop index public.jobs_created;
+create index jobs_position_order on public.jobs (priority_rank, created_at, id)
+  where status = 'queued' and lease_expires_at is null;
+drop index public.jobs_queued_order;
 
 -- enqueue_job: the per-user unfinished count reads jobs_user_open.
 create or replace function queue.enqueue_job(
@@ -138,6 +146,61 @@ begin
   return jsonb_build_object('job', private.job_to_json(v_job, p_now), 'created', true);
 end $$;
 
+-- job_queue_position: the same counts on jobs_position_order (queued rows that hold no lease).
+create or replace function private.job_queue_position(p_job public.jobs) returns integer
+language plpgsql stable security definer set search_path = '' set jit = off as $$
+-- Position of a queued job in claim order (null otherwise). Internal; used by job_to_json.
+declare
+  v_higher bigint;
+  v_same bigint;
+  v_ahead bigint := 0;
+  v_behind bigint;
+  v_offsets interval[] := private.priority_offsets();
+  v_key timestamptz;
+begin
+  if p_job.status <> 'queued' then return null; end if;
+  if v_offsets is not null then
+    -- Bounded overtake: the jobs of every priority whose claim key (created_at - offset) is smaller, a tie
+    -- going to the higher priority; one index range count on jobs_position_order per priority.
+    v_key := p_job.created_at - v_offsets[p_job.priority_rank + 1];
+    for v_rank in 0..2 loop
+      v_ahead := v_ahead + case
+        when v_rank = p_job.priority_rank then
+          (select count(*) from public.jobs j
+            where j.status = 'queued' and j.lease_expires_at is null and j.priority_rank = v_rank
+              and (j.created_at, j.id) < (p_job.created_at, p_job.id))
+        when v_rank < p_job.priority_rank then
+          (select count(*) from public.jobs j
+            where j.status = 'queued' and j.lease_expires_at is null and j.priority_rank = v_rank
+              and j.created_at <= v_key + v_offsets[v_rank + 1])
+        else
+          (select count(*) from public.jobs j
+            where j.status = 'queued' and j.lease_expires_at is null and j.priority_rank = v_rank
+              and j.created_at < v_key + v_offsets[v_rank + 1])
+        end;
+    end loop;
+    return (v_ahead + 1)::integer;
+  end if;
+  select coalesce(sum(d.n) filter (where d.priority_rank < p_job.priority_rank), 0),
+         coalesce(sum(d.n) filter (where d.priority_rank = p_job.priority_rank), 0)
+    into v_higher, v_same
+    from public.queue_depth_slots d;
+  -- Jobs behind it first (a new job has none), then jobs ahead, then a full count of the jobs ahead.
+  select count(*) into v_behind from (
+    select 1 from public.jobs j
+     where j.status = 'queued' and j.lease_expires_at is null and j.priority_rank = p_job.priority_rank
+       and (j.created_at, j.id) > (p_job.created_at, p_job.id)
+     limit 1000) b;
+  if v_behind < 1000 then
+    v_ahead := greatest(v_same - v_behind - 1, 0);
+  else
+    select count(*) into v_ahead from public.jobs j
+     where j.status = 'queued' and j.lease_expires_at is null and j.priority_rank = p_job.priority_rank
+       and (j.created_at, j.id) < (p_job.created_at, p_job.id);
+  end if;
+  return (v_higher + v_ahead + 1)::integer;
+end $$;
+
 -- completed_renders: jobs completed in (p_from, p_to] with their wait (created -> last start) and render
 -- seconds, renderer by renderer: one range of jobs_completed_by_renderer each. Over all renderers that index
 -- has no range to read, yet its predicate makes it a candidate for every query on completed jobs, and with
@@ -205,12 +268,12 @@ begin
     into v_hour
     from private.completed_renders(p_now - interval '1 hour', p_now) c;
 
-  -- The oldest queued job: the first of each priority on jobs_queued_order. (A plain min(created_at) over
-  -- queued rows has no index in that order and may walk jobs_created past every finished job.)
+  -- The oldest queued job: the first of each priority on jobs_position_order. (A plain min(created_at) over
+  -- queued rows has no index in that order and walked past every finished job.)
   select min(o.created_at) into v_oldest
     from (values (0::smallint), (1::smallint), (2::smallint)) p(rank)
    cross join lateral (select j.created_at from public.jobs j
-                        where j.status = 'queued' and j.priority_rank = p.rank
+                        where j.status = 'queued' and j.lease_expires_at is null and j.priority_rank = p.rank
                         order by j.created_at limit 1) o;
 
   return jsonb_build_object(
