@@ -1838,6 +1838,8 @@ end $_$;
 CREATE FUNCTION queue.cancel_job(p_job_id uuid, p_reason text DEFAULT NULL::text, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
     AS $$
 -- Cancels a queued or processing job (processing: its attempt is fenced off). The owner or an admin.
 declare
@@ -1872,6 +1874,7 @@ CREATE FUNCTION queue.claim_jobs(p_worker_id text, p_limit integer DEFAULT NULL:
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     SET jit TO 'off'
+    SET enable_seqscan TO 'off'
     AS $$
 -- Claims what capacity and pauses allow, in claim order, and starts an attempt for each. service_role only.
 declare
@@ -2073,6 +2076,8 @@ end $$;
 CREATE FUNCTION queue.complete_job(p_job_id uuid, p_attempt integer, p_token text, p_result jsonb, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
     AS $$
 -- Completes the current attempt with its result (a repeat returns the job unchanged). service_role only.
 declare
@@ -2236,6 +2241,8 @@ end $$;
 CREATE FUNCTION queue.fail_job(p_job_id uuid, p_attempt integer, p_token text, p_error text, p_retryable boolean, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
     AS $$
 -- Fails the current attempt: retried with backoff while retries remain and it is retryable. service_role only.
 declare
@@ -2257,6 +2264,8 @@ end $$;
 CREATE FUNCTION queue.get_job(p_job_id uuid, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
     AS $$
 -- One job as Job JSON. The owner or an admin; anyone else's job is "not found".
 declare
@@ -2561,6 +2570,8 @@ $$;
 CREATE FUNCTION queue.record_heartbeat(p_job_id uuid, p_attempt integer, p_token text, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
     AS $$
 -- Extends the current attempt's lease (a render service's heartbeat callback). service_role only.
 declare
@@ -2618,6 +2629,8 @@ end $$;
 CREATE FUNCTION queue.recover_expired_attempts(p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
     AS $$
 -- Treats every attempt whose lease expired as a retryable failure (silent too long, or over max_render_minutes).
 -- service_role (worker passes) and the video-queue-recover cron job.
@@ -2688,6 +2701,8 @@ end $_$;
 CREATE FUNCTION queue.release_job(p_job_id uuid, p_attempt integer, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
     AS $$
 -- Puts a claimed job back without counting a retry (the worker could not dispatch it). service_role only.
 declare
@@ -2713,6 +2728,8 @@ end $$;
 CREATE FUNCTION queue.report_progress(p_job_id uuid, p_attempt integer, p_token text, p_stage text, p_progress integer, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
     AS $$
 -- Records a render's stage and progress (never lowers progress) and extends its lease. service_role only.
 declare

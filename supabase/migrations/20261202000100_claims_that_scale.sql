@@ -158,7 +158,7 @@ comment on table public.job_attempts is
 
 create or replace function queue.claim_jobs(p_worker_id text, p_limit integer default null, p_now timestamptz default now())
 returns jsonb
-language plpgsql security definer set search_path = '' set jit = off as $$
+language plpgsql security definer set search_path = '' set jit = off set enable_seqscan = off as $$
 -- Claims what capacity and pauses allow, in claim order, and starts an attempt for each. service_role only.
 declare
   v_cfg public.job_queue_config;
@@ -405,3 +405,15 @@ begin
   update private.queue_counter_shards s set value = s.value + p_delta
    where s.name = p_name and s.shard = coalesce(v_shard, pg_catalog.pg_backend_pid() % 16);
 end $$;
+
+-- The worker's and callbacks' entry points keep index plans whatever the table looked like when a long-lived
+-- connection cached its generic plans (a sequential scan, planned on an empty table, would read every
+-- finished job later). Functions they call inherit both settings. claim_jobs sets them above.
+alter function queue.complete_job(uuid, integer, text, jsonb, timestamptz) set enable_seqscan = off set jit = off;
+alter function queue.fail_job(uuid, integer, text, text, boolean, timestamptz) set enable_seqscan = off set jit = off;
+alter function queue.release_job(uuid, integer, timestamptz) set enable_seqscan = off set jit = off;
+alter function queue.cancel_job(uuid, text, timestamptz) set enable_seqscan = off set jit = off;
+alter function queue.recover_expired_attempts(timestamptz) set enable_seqscan = off set jit = off;
+alter function queue.report_progress(uuid, integer, text, text, integer, timestamptz) set enable_seqscan = off set jit = off;
+alter function queue.record_heartbeat(uuid, integer, text, timestamptz) set enable_seqscan = off set jit = off;
+alter function queue.get_job(uuid, timestamptz) set enable_seqscan = off set jit = off;
