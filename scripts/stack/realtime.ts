@@ -348,10 +348,15 @@ export function startRealtime(
 
   // LISTEN, set up again after the database comes back (postgres.js stops re-listening while it is down).
   let listener: { unlisten(): Promise<void> } | undefined;
+  const heard = new Set<string>(); // the ids of the latest messages notified, oldest first
   let down = false;
   const listen = async () => {
     await listener?.unlisten().catch(() => {});
     listener = await sql.listen("realtime_local", (id) => {
+      // After a database restart postgres.js re-LISTENs by itself as well as here: hear each message once.
+      if (heard.has(id)) return;
+      heard.add(id);
+      if (heard.size > 10_000) heard.delete(heard.values().next().value!);
       pending.push(id);
       void deliver();
     });
