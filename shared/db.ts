@@ -84,16 +84,7 @@ export async function asCaller<T>(
   const used = currentPool();
   used.inFlight++;
   try {
-    return await inTransaction(used.sql, async (tx) => {
-      // Both statements go out at once (pipelined): one round trip fewer per call.
-      const [, [row]] = await Promise.all([
-        tx`select set_config('role', ${role}, true), set_config('request.jwt.claims', ${
-          JSON.stringify(claims)
-        }, true)`,
-        query(tx),
-      ]);
-      return row.result as T;
-    });
+    return await inTransaction(used.sql, (tx) => callAs<T>(tx, role, claims, query));
   } catch (err) {
     if (isConnectionFailure(err)) discard(used, err);
     throw err;
@@ -101,6 +92,25 @@ export async function asCaller<T>(
     used.inFlight--;
     endIfDone(used);
   }
+}
+
+/**
+ * In transaction `tx`, takes on `role` and `claims` (request.jwt.claims, what auth.uid() reads), then makes
+ * the one call `query` selects `as result`. Both statements go out at once (pipelined): one round trip fewer.
+ */
+export async function callAs<T>(
+  tx: Tx,
+  role: string,
+  claims: Record<string, unknown>,
+  query: (tx: Tx) => postgres.PendingQuery<postgres.Row[]>,
+): Promise<T> {
+  const [, [row]] = await Promise.all([
+    tx`select set_config('role', ${role}, true), set_config('request.jwt.claims', ${
+      JSON.stringify(claims)
+    }, true)`,
+    query(tx),
+  ]);
+  return row.result as T;
 }
 
 /**

@@ -1,10 +1,11 @@
 // Our queue as its callers use it, and the fixtures the figures fill it with.
 //
-// Each call is what shared/db.ts's asCaller sends: one transaction that first takes on the caller's identity
-// (`set_config('role', …)` and `request.jwt.claims`, in one statement), then the one SQL call shared/queue.ts
+// Each call is what shared/db.ts's asCaller sends (its callAs): one transaction that takes on the caller's
+// identity (`set_config('role', …)` and `request.jwt.claims`), then makes the one SQL call shared/queue.ts
 // makes, with the same named arguments. It runs on a pool of its own so that 10 concurrent callers get 10
 // connections (one functions instance keeps 4) and so that its sessions carry their own application_name.
 import postgres from "postgres";
+import { callAs } from "../../shared/db.ts";
 import type { Claim, Job, Stats } from "../../shared/queue.ts";
 import { resetQueue } from "../../tests/support/reset_queue.ts";
 
@@ -43,15 +44,7 @@ export class OurQueue {
     who: Identity,
     query: (tx: postgres.TransactionSql) => postgres.PendingQuery<postgres.Row[]>,
   ) {
-    return await this.sql.begin(async (tx) => {
-      const [, [row]] = await Promise.all([
-        tx`select set_config('role', ${who.role}, true), set_config('request.jwt.claims', ${
-          JSON.stringify(who.claims)
-        }, true)`,
-        query(tx),
-      ]);
-      return row.result as T;
-    }) as T;
+    return await this.sql.begin((tx) => callAs<T>(tx, who.role, who.claims, query)) as T;
   }
 
   /** queue.enqueue_job as the enqueue function calls it (no idempotency key, priority, schedule or renderer). */
