@@ -294,8 +294,7 @@ begin
     v_n := v_n + 1;
   end loop;
   if v_n > 0 then
-    perform private.queue_counter_add('jobs_cancelled_total', v_n);
-    perform private.queue_counter_add('jobs_expired_total', v_n);
+    perform private.queue_counters_add(array['jobs_cancelled_total', 'jobs_expired_total'], array[v_n, v_n]);
   end if;
   return v_n;
 end $$;
@@ -1347,20 +1346,37 @@ end $$;
 --
 
 CREATE FUNCTION private.queue_counter_add(p_name text, p_delta double precision DEFAULT 1) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select private.queue_counters_add(array[p_name], array[p_delta])
+$$;
+
+--
+-- Name: queue_counters_add(text[], double precision[]); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.queue_counters_add(p_names text[], p_deltas double precision[]) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
--- Adds to a monotonic counter in a shard no other transaction holds (own backend's shard when all are). Internal.
+-- Adds p_deltas[i] to counter p_names[i], all in one shard: the first free one of p_names[1] (SKIP LOCKED), or
+-- this backend's own when all 16 are held (then waited for, first name first, so no two callers wait in a
+-- cycle). Callers bump a given set of names together, each set under its own first name. Internal.
 declare
   v_shard smallint;
 begin
-  if p_delta = 0 then return; end if;
   select s.shard into v_shard from private.queue_counter_shards s
-   where s.name = p_name
+   where s.name = p_names[1]
    order by (s.shard + pg_catalog.pg_backend_pid()) % 16
    limit 1 for update skip locked;
-  update private.queue_counter_shards s set value = s.value + p_delta
-   where s.name = p_name and s.shard = coalesce(v_shard, pg_catalog.pg_backend_pid() % 16);
+  if v_shard is null then
+    v_shard := pg_catalog.pg_backend_pid() % 16;
+    perform 1 from private.queue_counter_shards s where s.name = p_names[1] and s.shard = v_shard for update;
+  end if;
+  update private.queue_counter_shards s set value = s.value + d.delta
+    from unnest(p_names, p_deltas) d(name, delta)
+   where s.name = d.name and s.shard = v_shard and d.delta <> 0;
 end $$;
 
 --
@@ -2025,9 +2041,8 @@ begin
   end loop;
 
   if jsonb_array_length(v_claims) > 0 then
-    perform private.queue_counter_add('jobs_claimed_total', jsonb_array_length(v_claims));
-    perform private.queue_counter_add('wait_seconds_count', v_wait_n);
-    perform private.queue_counter_add('wait_seconds_sum', v_wait_sum);
+    perform private.queue_counters_add(array['jobs_claimed_total', 'wait_seconds_count', 'wait_seconds_sum'],
+                                       array[jsonb_array_length(v_claims), v_wait_n, v_wait_sum]);
   end if;
   return v_claims;
 end $$;
@@ -2091,9 +2106,8 @@ begin
     return private.job_to_json(v_job, p_now);  -- the same callback again: harmless
   end if;
   v_job := private.set_job_state(v_job, 'completed', p_now, p_outcome => 'completed', p_result => p_result);
-  perform private.queue_counter_add('jobs_completed_total');
-  perform private.queue_counter_add('processing_seconds_count');
-  perform private.queue_counter_add('processing_seconds_sum', extract(epoch from (p_now - v_job.started_at))::double precision);
+  perform private.queue_counters_add(array['jobs_completed_total', 'processing_seconds_count', 'processing_seconds_sum'],
+                                     array[1, 1, extract(epoch from (p_now - v_job.started_at))::double precision]);
   return private.job_to_json(v_job, p_now);
 end $$;
 
@@ -2659,11 +2673,10 @@ begin
     v_out := v_out || jsonb_build_object('job_id', v_job.id, 'attempt', v_job.attempt,
                                          'outcome', case v_job.status when 'failed' then 'failed' else 'retry_scheduled' end);
   end loop;
-  -- Counters once, in a fixed order (two concurrent recoveries never wait on each other in a cycle).
+  -- Counters once (two concurrent recoveries never wait on each other in a cycle).
   if jsonb_array_length(v_out) > 0 then
-    perform private.queue_counter_add('attempts_timed_out_total', jsonb_array_length(v_out));
-    perform private.queue_counter_add('jobs_failed_total', v_failed);
-    perform private.queue_counter_add('jobs_retried_total', v_retried);
+    perform private.queue_counters_add(array['attempts_timed_out_total', 'jobs_failed_total', 'jobs_retried_total'],
+                                       array[jsonb_array_length(v_out), v_failed, v_retried]);
   end if;
   return v_out;
 end $$;
@@ -2835,7 +2848,8 @@ CREATE TABLE private.capacity_slots (
     job_id uuid,
     CONSTRAINT capacity_slots_scope_check CHECK (((scope = 'global'::text) OR (scope ~ '^renderer:[a-z][a-z0-9_]*$'::text))),
     CONSTRAINT capacity_slots_slot_check CHECK ((slot >= 0))
-);
+)
+WITH (fillfactor='25');
 
 --
 -- Name: TABLE capacity_slots; Type: COMMENT; Schema: private; Owner: -
@@ -3398,12 +3412,6 @@ ALTER TABLE ONLY public.webhook_endpoints
 
 ALTER TABLE ONLY public.webhook_endpoints
     ADD CONSTRAINT webhook_endpoints_url_key UNIQUE (url);
-
---
--- Name: capacity_slots_held; Type: INDEX; Schema: private; Owner: -
---
-
-CREATE UNIQUE INDEX capacity_slots_held ON private.capacity_slots USING btree (job_id, scope) WHERE (job_id IS NOT NULL);
 
 --
 -- Name: job_attempts_token_hash; Type: INDEX; Schema: public; Owner: -
@@ -4123,6 +4131,12 @@ REVOKE ALL ON FUNCTION private.queue_capacity(p_now timestamp with time zone) FR
 --
 
 REVOKE ALL ON FUNCTION private.queue_counter_add(p_name text, p_delta double precision) FROM PUBLIC;
+
+--
+-- Name: FUNCTION queue_counters_add(p_names text[], p_deltas double precision[]); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.queue_counters_add(p_names text[], p_deltas double precision[]) FROM PUBLIC;
 
 --
 -- Name: FUNCTION queue_depth_add(p_rank smallint, p_delta bigint); Type: ACL; Schema: private; Owner: -

@@ -1,11 +1,11 @@
 // Our queue as its callers use it, and the fixtures the figures fill it with.
 //
-// Each call is what shared/db.ts's asCaller sends (its callAs): one transaction that takes on the caller's
-// identity (`set_config('role', …)` and `request.jwt.claims`), then makes the one SQL call shared/queue.ts
+// Each call is what shared/db.ts's asCaller sends (its callAs): one message, one transaction, that takes on
+// the caller's identity (`set local role`, `request.jwt.claims`), then makes the one SQL call shared/queue.ts
 // makes, with the same named arguments. It runs on a pool of its own so that 10 concurrent callers get 10
 // connections (one functions instance keeps 4) and so that its sessions carry their own application_name.
 import postgres from "postgres";
-import { callAs } from "../../shared/db.ts";
+import { callAs, type CallSql, type Statement } from "../../shared/db.ts";
 import type { Claim, Job, Stats } from "../../shared/queue.ts";
 import { resetQueue } from "../../tests/support/reset_queue.ts";
 
@@ -40,11 +40,8 @@ export class OurQueue {
   }
 
   /** One transaction as `who`, making the one call `query` selects `as result`. */
-  async call<T>(
-    who: Identity,
-    query: (tx: postgres.TransactionSql) => postgres.PendingQuery<postgres.Row[]>,
-  ) {
-    return await this.sql.begin((tx) => callAs<T>(tx, who.role, who.claims, query)) as T;
+  call<T>(who: Identity, query: (sql: CallSql) => Statement): Promise<T> {
+    return callAs<T>(this.sql, who.role, who.claims, query);
   }
 
   /** queue.enqueue_job as the enqueue function calls it (no idempotency key, priority, schedule or renderer). */
