@@ -12,9 +12,10 @@
 // reconnects it can hang until connect_timeout. And each new connection fetches array types in a promise
 // nobody awaits, so a connection that dies during that fetch is an unhandled rejection, equally fatal.
 // So, here:
-//   - `inTransaction` wraps sql.begin() so that after a failure of the connection (not of the SQL) nothing
-//     more is written to it: the caller gets the failure at once and begin() never sends its rollback
-//     (the server rolls back an interrupted transaction by itself);
+//   - a call is one message (callAs below): nothing is ever written after it, so no rollback can go down a
+//     dead connection; `inTransaction` wraps sql.begin() for the few callers that need a real transaction,
+//     so that after a failure of the connection (not of the SQL) nothing more is written to it: the caller
+//     gets the failure at once and begin() never sends its rollback (the server rolls back by itself);
 //   - the pool such a failure came from is discarded (new calls get a fresh pool; the old one is ended
 //     once its calls have settled), which also drops any connection left in that half-closed state;
 //   - `fetch_types: false` (the SQL API takes and returns json, never arrays);

@@ -3525,7 +3525,7 @@ CREATE TRIGGER _100_fill_defaults BEFORE INSERT ON public.jobs FOR EACH ROW EXEC
 -- Name: jobs _200_complete_status; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER _200_complete_status BEFORE UPDATE OF status ON public.jobs FOR EACH ROW EXECUTE FUNCTION private.jobs__complete_status();
+CREATE TRIGGER _200_complete_status BEFORE UPDATE OF status ON public.jobs FOR EACH ROW WHEN (((new.status <> old.status) AND (new.status <> 'processing'::text))) EXECUTE FUNCTION private.jobs__complete_status();
 
 --
 -- Name: jobs _300_release_slots; Type: TRIGGER; Schema: public; Owner: -
@@ -3627,7 +3627,7 @@ CREATE TRIGGER _900_forget_secret AFTER DELETE ON public.webhook_endpoints FOR E
 -- Name: jobs _900_touch_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER _900_touch_updated_at BEFORE UPDATE ON public.jobs FOR EACH ROW EXECUTE FUNCTION private.jobs_touch_updated_at();
+CREATE TRIGGER _900_touch_updated_at BEFORE UPDATE ON public.jobs FOR EACH ROW WHEN ((NOT (new.updated_at IS DISTINCT FROM old.updated_at))) EXECUTE FUNCTION private.jobs_touch_updated_at();
 
 --
 -- Name: job_queue_config job_queue_config_validate; Type: TRIGGER; Schema: public; Owner: -
