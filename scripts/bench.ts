@@ -13,6 +13,7 @@ import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { PROJECT_ROOT, readEnvFile, stackDir, startStack, stopStack } from "./stack/stack.ts";
 import type { BenchContext, Figure, Row } from "./bench/context.ts";
+import { decompose } from "./bench/decompose.ts";
 import { estimateError } from "./bench/estimate.ts";
 import { http } from "./bench/http.ts";
 import { OurQueue } from "./bench/ours.ts";
@@ -23,7 +24,7 @@ import { scaling } from "./bench/scaling.ts";
 import { throughput } from "./bench/throughput.ts";
 
 /** The figures, in the order of the table. */
-const FIGURES: Figure[] = [throughput, scaling, positions, queueStats, http, estimateError];
+const FIGURES: Figure[] = [throughput, decompose, scaling, positions, queueStats, http, estimateError];
 
 const { values: args } = parseArgs({
   args: Deno.args,

@@ -144,7 +144,9 @@ function constant(value: unknown): string {
   if (typeof value === "bigint") return `(${value})`;
   if (value instanceof Date) return quoted(value.toISOString());
   if (typeof value === "string") return quoted(value);
-  if (typeof value === "object" && "json" in value) return `${quoted(JSON.stringify((value as JsonValue).json))}::jsonb`;
+  if (typeof value === "object" && "json" in value) {
+    return `${quoted(JSON.stringify((value as JsonValue).json))}::jsonb`;
+  }
   throw new TypeError(`a ${typeof value} cannot be sent as an SQL constant`);
 }
 

@@ -37,7 +37,9 @@ test("callAs: hostile text, numbers, booleans, dates and JSON come back exactly 
     SERVICE,
     (q) =>
       q`select jsonb_build_object('n', ${-42}::int, 'x', ${2.5}::float8, 'b', ${false}, 'nil', ${null}::text,
-                                 't', ${new Date("2026-12-02T10:00:00.123Z")}::timestamptz = '2026-12-02T10:00:00.123Z') as result`,
+                                 't', ${new Date(
+        "2026-12-02T10:00:00.123Z",
+      )}::timestamptz = '2026-12-02T10:00:00.123Z') as result`,
   );
   assert.deepEqual(row, { n: -42, x: 2.5, b: false, nil: null, t: true });
 });
@@ -61,21 +63,34 @@ test("callAs: the call runs as the role with the claims; a failed call rolls bac
   assert.deepEqual(who, { role: "authenticated", uid: user });
   // authenticated may not call the worker's functions: the grant is checked as that role
   await assert.rejects(
-    callAs(sql, "authenticated", { sub: user, role: "authenticated" }, (q) =>
-      q`select queue.claim_jobs(p_worker_id => ${"w"}) as result`),
+    callAs(
+      sql,
+      "authenticated",
+      { sub: user, role: "authenticated" },
+      (q) => q`select queue.claim_jobs(p_worker_id => ${"w"}) as result`,
+    ),
     (err: { code?: string }) => err.code === "42501",
   );
   // a write followed by an error in the same call: nothing stays
   await assert.rejects(
-    callAs(sql, "service_role", SERVICE, (q) =>
-      q`with i as (insert into public.peak_windows (starts_at, ends_at, label)
+    callAs(
+      sql,
+      "service_role",
+      SERVICE,
+      (q) =>
+        q`with i as (insert into public.peak_windows (starts_at, ends_at, label)
                    values ('01:00', '02:00', ${"rolled back"}) returning 1)
-        select (select count(*) from i) / 0 as result`),
+        select (select count(*) from i) / 0 as result`,
+    ),
   );
   // the same connection (max: 1) afterwards: no transaction left open, the session's role is its own again
   // (one simple-protocol statement: outside a transaction block its transaction starts with it)
-  const after = await sql.unsafe("select current_user as role, now() = statement_timestamp() as fresh").simple();
+  const after = await sql.unsafe("select current_user as role, now() = statement_timestamp() as fresh")
+    .simple();
   assert.deepEqual([...after], [{ role: "postgres", fresh: true }]);
-  assert.equal((await db`select count(*)::int as n from public.peak_windows where label = 'rolled back'`)[0].n, 0);
+  assert.equal(
+    (await db`select count(*)::int as n from public.peak_windows where label = 'rolled back'`)[0].n,
+    0,
+  );
   await sql.end();
 });

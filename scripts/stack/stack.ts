@@ -14,7 +14,7 @@ import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { ensureSystemPackages } from "./setup.ts";
 
 export const PROJECT_ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
-const PG_BIN = "/usr/lib/postgresql/15/bin";
+export const PG_BIN = "/usr/lib/postgresql/15/bin";
 export const SUPABASE_CLI = "supabase@3.1.0";
 
 export type StackEnv = Record<string, string>;

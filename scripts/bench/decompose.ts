@@ -1,0 +1,149 @@
+// Where a claim + completion's cost comes from, measured with pgbench (Postgres's own C client: no client
+// cost to speak of), 10 clients, one job per claim, each step on the same cluster as the other figures:
+//   floor       a queue table of the kind graphile-worker and pg-boss use: a narrow row, one partial index to
+//               claim by; claim = one UPDATE … WHERE id = (… FOR UPDATE SKIP LOCKED), completion = DELETE
+//   our rows    our jobs table's two state changes as bare UPDATEs (queued → processing → completed): its
+//               width and its indexes (stats, limits, positions, leases, history), no trigger, no FK check
+//   + triggers  the same with the jobs triggers on (Realtime event, queued depth, slot release, wake-up,
+//               webhook outbox, the direct-status rule)
+//   functions   queue.claim_jobs(p_limit => 1) + queue.complete_job, as the worker and a callback call them
+// Context for the throughput figure (rows without a verdict): the gap between each step and the next is what
+// that layer costs here.
+import type { BenchContext, Figure, Row } from "./context.ts";
+import { PG_BIN } from "../stack/stack.ts";
+import { cleanQueue, vacuumAnalyze } from "./ours.ts";
+
+const SECONDS = 10;
+const WAITING = 40_000;
+
+const FLOOR_SETUP = `
+  drop schema if exists bench_floor cascade;
+  create schema bench_floor;
+  create table bench_floor.jobs (
+    id bigint generated always as identity primary key, queue text not null, priority int not null default 0,
+    run_at timestamptz not null default now(), locked_at timestamptz, locked_by text,
+    attempts int not null default 0, payload jsonb not null);
+  create index jobs_claim on bench_floor.jobs (priority, run_at, id) where locked_at is null;
+  insert into bench_floor.jobs (queue, payload)
+  select 'doubt', jsonb_build_object('question', 'q' || g) from generate_series(1, ${WAITING}) g;`;
+
+const FLOOR = `
+update bench_floor.jobs j set locked_at = now(), locked_by = 'w', attempts = j.attempts + 1
+ where j.id = (select c.id from bench_floor.jobs c where c.locked_at is null and c.run_at <= now()
+                order by c.priority, c.run_at, c.id limit 1 for update skip locked)
+returning j.id as job_id \\gset
+delete from bench_floor.jobs where id = :job_id;
+`;
+
+const OUR_ROWS = `
+update public.jobs j set status = 'processing', attempt = j.attempt + 1, started_at = now(),
+       lease_expires_at = now() + interval '10 minutes', next_attempt_at = null, worker_id = 'w', updated_at = now()
+ where j.id = (select c.id from public.jobs c
+                where c.status = 'queued' and c.renderer = 'orchestrator' and c.priority_rank = 0
+                order by c.renderer, c.priority_rank, c.created_at, c.id limit 1 for update skip locked)
+returning j.id as job_id \\gset
+update public.jobs j set status = 'completed', completed_at = now(), result = '{"video_url": "https://v.test/x.mp4"}',
+       progress = 100, stage = 'completed', lease_expires_at = null, updated_at = now()
+ where j.id = :job_id;
+`;
+
+const FUNCTIONS = `
+select coalesce(c ->> 'job_id', '') as job_id, coalesce(c ->> 'attempt', '0') as attempt,
+       coalesce(c ->> 'callback_token', '') as token
+  from (select queue.claim_jobs(p_worker_id => 'w', p_limit => 1) -> 0 as c) x \\gset
+-- a claim can come back empty (every candidate locked by another claim): then there is nothing to complete
+select queue.complete_job(p_job_id => nullif(:job_id, '')::uuid, p_attempt => (:attempt)::int, p_token => :token,
+                          p_result => '{"video_url": "https://v.test/x.mp4"}') is not null as ok
+ where :job_id <> '';
+`;
+
+export const decompose: Figure = {
+  name: "decompose",
+  async run(ctx: BenchContext): Promise<Row[]> {
+    const { admin } = ctx;
+    const dir = await Deno.makeTempDir({ prefix: "bench-decompose-" });
+    const fillOurs = async () => {
+      await cleanQueue(admin);
+      await admin`insert into public.jobs (job_type, status, payload)
+        select 'doubt', 'queued', jsonb_build_object('question', 'q' || g) from generate_series(1, ${WAITING}) g`;
+      await vacuumAnalyze(admin);
+    };
+    const completed = async () =>
+      Number((await admin`select count(*) as n from public.jobs where status = 'completed'`)[0].n);
+    const steps: {
+      name: string;
+      script: string;
+      setup: () => Promise<unknown>;
+      done: () => Promise<number>;
+      options?: string;
+    }[] = [
+      {
+        name: "floor: a narrow queue table, UPDATE … SKIP LOCKED then DELETE",
+        script: FLOOR,
+        setup: async () => {
+          await admin.unsafe(FLOOR_SETUP).simple();
+          await admin.unsafe("vacuum analyze bench_floor.jobs");
+        },
+        done: async () => WAITING - Number((await admin`select count(*) as n from bench_floor.jobs`)[0].n),
+      },
+      {
+        name: "our jobs rows: the two state changes as bare UPDATEs, no triggers",
+        script: OUR_ROWS,
+        setup: fillOurs,
+        done: completed,
+        options: "-c session_replication_role=replica",
+      },
+      { name: "our jobs rows with the jobs triggers", script: OUR_ROWS, setup: fillOurs, done: completed },
+      {
+        name: "our functions: claim_jobs(p_limit => 1) + complete_job",
+        script: FUNCTIONS,
+        setup: fillOurs,
+        done: completed,
+      },
+    ];
+    const rows: Row[] = [];
+    try {
+      for (const step of steps) {
+        await step.setup();
+        const file = `${dir}/step.sql`;
+        await Deno.writeTextFile(file, step.script);
+        const out = await new Deno.Command(`${PG_BIN}/pgbench`, {
+          args: [
+            "-n",
+            "-M",
+            "extended",
+            "-c",
+            "10",
+            "-j",
+            "2",
+            "-T",
+            String(SECONDS),
+            "-f",
+            file,
+            ctx.env.DB_URL,
+          ],
+          env: { PGOPTIONS: step.options ?? "" },
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+        const failed = text.match(/number of failed transactions: (\d+)/)?.[1];
+        if (!out.success || failed !== "0") throw new Error(`pgbench failed on "${step.name}":\n${text}`);
+        // jobs completed, counted in the database (a loop whose claim came back empty completed nothing)
+        const tps = await step.done() / SECONDS;
+        ctx.log(`decompose: ${step.name}: ${Math.round(tps)}/s`);
+        rows.push({
+          figure: `  claim + complete, ${step.name} (pgbench, 10 clients)`,
+          measured: `${Math.round(tps).toLocaleString("en")}/s`,
+          target: "",
+          data: { jobs_per_second: tps, seconds: SECONDS },
+        });
+      }
+    } finally {
+      await admin.unsafe("drop schema if exists bench_floor cascade");
+      await cleanQueue(admin);
+      await Deno.remove(dir, { recursive: true });
+    }
+    return rows;
+  },
+};
