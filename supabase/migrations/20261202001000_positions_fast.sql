@@ -10,6 +10,9 @@
 --     once per kind of instant (peak, off-peak), not at every boundary; next_peak_boundary and
 --     is_queue_admin are plpgsql, whose plans a session keeps (an SQL function that is not inlined is parsed
 --     and planned again in every transaction);
+--   - the estimate's "claimable now" check (positions 1-64) reads the head of jobs_position_order up to the
+--     job: its row comparison on jobs_claim_order, after the renderer, did not stop at the job and walked the
+--     renderer's whole queue (20 ms per head job at 100,000 waiting, for every head job of every pass);
 --   - a job whose renderer has no usable endpoint has no estimate (null, wait_reason no_endpoint): no claim
 --     starts it until an endpoint is back, so "about 0 s" was wrong.
 
