@@ -338,13 +338,14 @@ end $$;
 --
 
 CREATE FUNCTION private.is_queue_admin() RETURNS boolean
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path TO ''
     AS $$
+begin
   -- True for queue admins: service_role, a JWT with app_metadata.queue_role = "admin", or a direct SQL
   -- session of a privileged database role (no JWT claims, no SET ROLE: psql, the SQL editor, pg_cron).
   -- Any caller may ask. This is the only place the rule lives.
-  select case
+  return case
     when nullif(current_setting('request.jwt.claims', true), '') is not null then
       coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role', '') = 'service_role'
       or coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb -> 'app_metadata' ->> 'queue_role', '') = 'admin'
@@ -353,8 +354,8 @@ CREATE FUNCTION private.is_queue_admin() RETURNS boolean
       exists (select 1 from pg_catalog.pg_roles r
                where r.rolname = session_user and (r.rolsuper or r.rolname in ('postgres', 'supabase_admin')))
     else false
-  end
-$$;
+  end;
+end $$;
 
 --
 -- Name: job_queue_config_validate(); Type: FUNCTION; Schema: private; Owner: -
@@ -387,16 +388,21 @@ CREATE FUNCTION private.job_queue_position(p_job public.jobs) RETURNS integer
     SET search_path TO ''
     SET jit TO 'off'
     AS $$
--- Position of a queued job in claim order (null otherwise). Internal; used by job_to_json.
 declare
   v_higher bigint;
   v_same bigint;
   v_ahead bigint := 0;
   v_behind bigint;
-  v_offsets interval[] := private.priority_offsets();
+  v_first timestamptz;
+  v_last timestamptz;
+  v_offsets interval[];
   v_key timestamptz;
 begin
   if p_job.status <> 'queued' then return null; end if;
+  -- priority_offsets (an SQL function, planned again in every transaction) only when they are set (all or none)
+  if (select c.high_priority_offset_minutes from public.job_queue_config c limit 1) is not null then
+    v_offsets := private.priority_offsets();
+  end if;
   if v_offsets is not null then
     -- Bounded overtake: the jobs of every priority whose claim key (created_at - offset) is smaller, a tie
     -- going to the higher priority; one index range count on jobs_position_order per priority.
@@ -419,17 +425,26 @@ begin
     end loop;
     return (v_ahead + 1)::integer;
   end if;
+  -- Strict priority: every queued job of a higher priority, then those of its own ahead of it. Its own are
+  -- counted from the nearer end (ahead + behind + 1 = the priority's exact queued depth, in this snapshot as
+  -- the counters are written with the rows): which end is nearer is read off its created_at between the
+  -- first and the last of its priority (two index probes). Where arrivals are very uneven the guess can be
+  -- wrong: it then counts more, at worst the whole priority, as the count of every job ahead did before.
+  -- (A count stopped at half the depth would bound that, but its LIMIT costs 15 % on every count.)
   select coalesce(sum(d.n) filter (where d.priority_rank < p_job.priority_rank), 0),
          coalesce(sum(d.n) filter (where d.priority_rank = p_job.priority_rank), 0)
     into v_higher, v_same
     from public.queue_depth_slots d;
-  -- Jobs behind it first (a new job has none), then jobs ahead, then a full count of the jobs ahead.
-  select count(*) into v_behind from (
-    select 1 from public.jobs j
+  select j.created_at into v_first from public.jobs j
+   where j.status = 'queued' and j.lease_expires_at is null and j.priority_rank = p_job.priority_rank
+   order by j.created_at, j.id limit 1;
+  select j.created_at into v_last from public.jobs j
+   where j.status = 'queued' and j.lease_expires_at is null and j.priority_rank = p_job.priority_rank
+   order by j.created_at desc, j.id desc limit 1;
+  if v_last - p_job.created_at <= p_job.created_at - v_first then
+    select count(*) into v_behind from public.jobs j
      where j.status = 'queued' and j.lease_expires_at is null and j.priority_rank = p_job.priority_rank
-       and (j.created_at, j.id) > (p_job.created_at, p_job.id)
-     limit 1000) b;
-  if v_behind < 1000 then
+       and (j.created_at, j.id) > (p_job.created_at, p_job.id);
     v_ahead := greatest(v_same - v_behind - 1, 0);
   else
     select count(*) into v_ahead from public.jobs j
@@ -493,7 +508,15 @@ CREATE FUNCTION private.job_to_json_at(p_job public.jobs, p_position integer, p_
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
+declare
+  v_wait record;
 begin
+  -- only a queued job has a place: the others skip the helpers (their events are on the claim/complete path)
+  if p_job.status = 'queued' then
+    select * into v_wait from private.job_wait(p_job, p_position, p_now);
+  else
+    select null::integer as estimated_wait_seconds, null::text as wait_reason, null::text as estimate_basis into v_wait;
+  end if;
   return jsonb_build_object(
     'id', p_job.id,
     'job_type', p_job.job_type,
@@ -501,12 +524,10 @@ begin
     'status', p_job.status,
     'renderer', p_job.renderer,
     'payload', p_job.payload,
-    -- only a queued job has a place: the others skip the helpers (their events are on the claim/complete path)
     'queue_position', p_position,
-    'estimated_wait_seconds', case when p_job.status = 'queued' then private.job_wait_estimate(p_job, p_position, p_now) end,
-    'wait_reason', case when p_job.status = 'queued' then private.job_wait_reason(p_job, p_now) end,
-    'estimate_basis', case when p_job.status = 'queued' then
-                        case when private.renderer_has_history(p_job.renderer, p_now) then 'history' else 'default' end end,
+    'estimated_wait_seconds', v_wait.estimated_wait_seconds,
+    'wait_reason', v_wait.wait_reason,
+    'estimate_basis', v_wait.estimate_basis,
     'expires_at', p_job.expires_at,
     'progress', p_job.progress,
     'stage', p_job.stage,
@@ -523,26 +544,19 @@ begin
 end $$;
 
 --
--- Name: job_wait_estimate(public.jobs, integer, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+-- Name: job_wait(public.jobs, integer, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
-CREATE FUNCTION private.job_wait_estimate(p_job public.jobs, p_position integer, p_now timestamp with time zone DEFAULT now()) RETURNS integer
+CREATE FUNCTION private.job_wait(p_job public.jobs, p_position integer, p_now timestamp with time zone, OUT estimated_wait_seconds integer, OUT wait_reason text, OUT estimate_basis text) RETURNS record
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     SET plan_cache_mode TO 'force_generic_plan'
+    SET jit TO 'off'
     AS $$
--- Wait estimate in seconds for a queued job. Internal; used by job_to_json. docs/ARCHITECTURE.md "The estimate".
---   ahead per renderer   the jobs ahead (position - 1) split by priority with the queue counters, each
---                        priority's jobs counted on its job types' renderer
---   own slots            a capped renderer: its (ahead + 1)-th start on its own slots
---   global slots         the (ahead + 1)-th start on the global slots, less those that other capped renderers
---                        with a backlog ahead keep (their backlog holds them), across peak-window boundaries
---   wait                 the later of the two; at least until its run_at / backoff and, for a user at
---                        max_processing_per_user, until their first running job should end. 0 when it could
---                        be claimed now and no claimable job ahead would take the free slot first.
---                        Null while paused or with no capacity.
 declare
   v_cfg public.job_queue_config;
+  v_renderer_paused boolean;
+  v_endpoint boolean;
   v_global integer;
   v_cap integer;
   v_mean_renderer text[];   -- recent_render_seconds
@@ -575,11 +589,27 @@ declare
   v_t timestamptz;
   v_next timestamptz;
   v_new integer;
+  v_bounds timestamptz[];   -- the next 9 peak boundaries
+  v_peak boolean;
+  v_peak_capacity integer[] := array[null, null];  -- effective capacity at peak, off peak
 begin
-  if p_job.status <> 'queued' or p_position is null then return null; end if;
+  if p_job.status <> 'queued' then return; end if;
+  -- history: its renderer completed a render in the last 24 h (what recent_render_seconds averages)
+  estimate_basis := case when exists (select 1 from public.jobs j
+                                       where j.status = 'completed' and j.renderer = p_job.renderer
+                                         and j.completed_at > p_now - interval '24 hours' and j.completed_at <= p_now)
+                         then 'history' else 'default' end;
   select * into v_cfg from public.job_queue_config limit 1;
-  if v_cfg.paused or (select r.paused from public.renderers r where r.name = p_job.renderer) then return null; end if;
-  select q.effective into v_global from private.queue_capacity(p_now) q;
+  select r.paused into v_renderer_paused from public.renderers r where r.name = p_job.renderer;
+  if v_cfg.paused or v_renderer_paused then
+    wait_reason := 'paused';
+    return;
+  end if;
+  v_endpoint := exists (select 1 from public.render_endpoints e
+                         where e.renderer = p_job.renderer and not e.disabled
+                           and (e.unhealthy_until is null or e.unhealthy_until <= p_now));
+  select q.effective, q.peak into v_global, v_peak from private.queue_capacity(p_now) q;
+  v_peak_capacity[case when v_peak then 1 else 2 end] := v_global;
 
   -- The running renders, each expected to need its type's render time minus what it has run (at least a
   -- quarter of it: one that has run long may be a slow one).
@@ -601,16 +631,18 @@ begin
                coalesce(sum(d.n) filter (where d.priority_rank = 2), 0)]
     into v_depth from public.queue_depth_slots d;
   v_ahead_rank := array[0, 0, 0];
-  if v_cfg.high_priority_offset_minutes is not null then
-    for r in 1..3 loop
-      v_ahead_rank[r] := (p_position - 1) * v_depth[r] / greatest(v_depth[1] + v_depth[2] + v_depth[3], 1);
-    end loop;
-  else
-    v_ahead_rank[p_job.priority_rank + 1] := p_position - 1;
-    for r in 1..p_job.priority_rank loop
-      v_ahead_rank[r] := v_depth[r];
-      v_ahead_rank[p_job.priority_rank + 1] := v_ahead_rank[p_job.priority_rank + 1] - v_depth[r];
-    end loop;
+  if p_position is not null then
+    if v_cfg.high_priority_offset_minutes is not null then
+      for r in 1..3 loop
+        v_ahead_rank[r] := (p_position - 1) * v_depth[r] / greatest(v_depth[1] + v_depth[2] + v_depth[3], 1);
+      end loop;
+    else
+      v_ahead_rank[p_job.priority_rank + 1] := p_position - 1;
+      for r in 1..p_job.priority_rank loop
+        v_ahead_rank[r] := v_depth[r];
+        v_ahead_rank[p_job.priority_rank + 1] := v_ahead_rank[p_job.priority_rank + 1] - v_depth[r];
+      end loop;
+    end if;
   end if;
 
   -- Per renderer: its cap, pause, running renders, the jobs ahead on it (those of its job types' priorities) and
@@ -630,7 +662,18 @@ begin
       on m.renderer = rc.renderer and m.job_type is null;
   v_own := array_position(v_names, p_job.renderer);
   v_cap := v_caps[v_own];
-  if coalesce(v_global, 0) <= 0 or v_cap = 0 then return null; end if;
+
+  wait_reason := case
+    when p_job.next_attempt_at > p_now then case when p_job.retry_count > 0 then 'retry_backoff' else 'scheduled' end
+    when not v_endpoint then 'no_endpoint'
+    when p_job.user_id is not null
+         and v_cfg.max_processing_per_user <= (select count(*) from unnest(v_run_user) u where u = p_job.user_id)
+      then 'user_limit'
+    when v_cap is not null and v_busy[v_own] >= v_cap then 'renderer_busy'
+    when cardinality(v_run_renderer) >= v_global then 'capacity'
+    else 'behind' end;
+
+  if p_position is null or not v_endpoint or coalesce(v_global, 0) <= 0 or v_cap = 0 then return; end if;
 
   -- A user at max_processing_per_user waits at least until the first of their running jobs should end.
   select min(u.remaining) into v_user_wait from unnest(v_run_user, v_run_remaining) u(user_id, remaining)
@@ -640,21 +683,27 @@ begin
 
   -- Claimable now beside a free slot: it starts at the next pass unless a claimable job ahead takes the slot
   -- first (jobs still queued beside a free slot are mostly held back: backoff, run_at, their user's limit).
-  -- Looked at with strict priority and at most 63 jobs ahead (one short range of the claim-order index).
+  -- Looked at with strict priority and at most 63 jobs ahead: the head of jobs_position_order up to this job,
+  -- in its order (a row comparison on the claim-order index, after its renderer, does not stop at this job:
+  -- it walked the renderer's whole queue).
   if v_user_wait = 0 and p_job.next_attempt_at <= p_now and p_position <= 64
      and v_cfg.high_priority_offset_minutes is null
      and cardinality(v_run_renderer) < v_global and (v_cap is null or v_busy[v_own] < v_cap)
-     and (select count(*) from public.jobs j
-           where j.status = 'queued'
-             and (j.priority_rank, j.created_at, j.id) < (p_job.priority_rank, p_job.created_at, p_job.id)
-             and j.next_attempt_at <= p_now
+     and (select count(*) from (
+            select j.renderer, j.user_id, j.next_attempt_at from public.jobs j
+             where j.status = 'queued' and j.lease_expires_at is null
+               and (j.priority_rank, j.created_at, j.id) < (p_job.priority_rank, p_job.created_at, p_job.id)
+             order by j.priority_rank, j.created_at, j.id
+             limit 64) j
+           where j.next_attempt_at <= p_now
              and j.renderer in (select x.name from unnest(v_names, v_caps, v_paused, v_busy) x(name, cap, paused, busy)
                                  where not x.paused and (x.cap is null or x.busy < x.cap))
              and (j.user_id is null
                   or j.user_id not in (select u.user_id from unnest(v_run_user) u(user_id) where u.user_id is not null
                                         group by u.user_id having count(*) >= v_cfg.max_processing_per_user)))
          < least(v_global - cardinality(v_run_renderer), coalesce(v_cap - v_busy[v_own], v_global)) then
-    return 0;
+    estimated_wait_seconds := 0;
+    return;
   end if;
 
   -- Which renderers keep their global slots (blockers: another capped renderer with a backlog ahead of this
@@ -689,19 +738,29 @@ begin
   -- Capacity that changes before it would start: the starts made by the boundary, then stretch by stretch
   -- (at most 8 boundaries ahead; past them, the last capacity). Slots opened at a boundary start jobs there;
   -- slots taken back swallow the next ends.
-  if v_start > 0 then v_t := private.next_peak_boundary(p_now); end if;
+  if v_start > 0 then
+    v_bounds := private.peak_boundaries(p_now);
+    v_t := v_bounds[1];
+  end if;
   if v_t is not null and v_start > extract(epoch from (v_t - p_now)) then
     v_left := v_shared + 1 - private.pool_starts_within(v_ends, v_mean, v_slots, extract(epoch from (v_t - p_now)));
     for i in 1..8 loop
-      select greatest(q.effective - v_reserved, 1), q.effective into v_new, v_global from private.queue_capacity(v_t) q;
-      if v_global <= 0 then return null; end if;
+      -- The capacity from this boundary on: queue_capacity's, which with the config fixed depends only on
+      -- whether it is a peak instant (asked once per kind; a queue_capacity call costs several queries).
+      v_peak := private.queue_is_peak(v_t);
+      if v_peak_capacity[case when v_peak then 1 else 2 end] is null then
+        v_peak_capacity[case when v_peak then 1 else 2 end] := (select q.effective from private.queue_capacity(v_t) q);
+      end if;
+      v_global := v_peak_capacity[case when v_peak then 1 else 2 end];
+      v_new := greatest(v_global - v_reserved, 1);
+      if v_global <= 0 then return; end if;
       v_left := v_left - (v_new - v_slots);
       v_slots := v_new;
       if v_left <= 0 then
         v_start := extract(epoch from (v_t - p_now));
         exit;
       end if;
-      v_next := private.next_peak_boundary(v_t);
+      v_next := v_bounds[i + 1];  -- next_peak_boundary(v_t)
       if v_next is null or i = 8 or v_left * v_mean / v_slots <= extract(epoch from (v_next - v_t)) then
         v_start := extract(epoch from (v_t - p_now)) + v_left * v_mean / v_slots;
         exit;
@@ -711,50 +770,8 @@ begin
     end loop;
   end if;
 
-  return ceil(round(greatest(v_start, v_own_start, v_user_wait,  -- round: 1 / (1 / 120) is 120 and a bit
-                             extract(epoch from (p_job.next_attempt_at - p_now)), 0), 6))::integer;
-end $$;
-
---
--- Name: job_wait_reason(public.jobs, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
---
-
-CREATE FUNCTION private.job_wait_reason(p_job public.jobs, p_now timestamp with time zone) RETURNS text
-    LANGUAGE plpgsql STABLE SECURITY DEFINER
-    SET search_path TO ''
-    AS $$
-declare
-  v_cap integer;
-  v_effective integer;
-begin
-  if p_job.status <> 'queued' then return null; end if;
-  if (select c.paused from public.job_queue_config c limit 1)
-     or (select r.paused from public.renderers r where r.name = p_job.renderer) then
-    return 'paused';
-  end if;
-  if p_job.next_attempt_at > p_now then
-    return case when p_job.retry_count > 0 then 'retry_backoff' else 'scheduled' end;
-  end if;
-  if not exists (select 1 from public.render_endpoints e
-                  where e.renderer = p_job.renderer and not e.disabled
-                    and (e.unhealthy_until is null or e.unhealthy_until <= p_now)) then
-    return 'no_endpoint';
-  end if;
-  if p_job.user_id is not null
-     and (select c.max_processing_per_user from public.job_queue_config c limit 1)
-         <= (select count(*) from public.jobs j where j.status = 'processing' and j.user_id = p_job.user_id) then
-    return 'user_limit';
-  end if;
-  select rc.max_concurrent into v_cap from private.renderer_caps() rc where rc.renderer = p_job.renderer;
-  if v_cap is not null
-     and (select count(*) from public.jobs j where j.status = 'processing' and j.renderer = p_job.renderer) >= v_cap then
-    return 'renderer_busy';
-  end if;
-  select q.effective into v_effective from private.queue_capacity(p_now) q;
-  if (select count(*) from public.jobs j where j.status = 'processing') >= v_effective then
-    return 'capacity';
-  end if;
-  return 'behind';
+  estimated_wait_seconds := ceil(round(greatest(v_start, v_own_start, v_user_wait,  -- round: 1 / (1 / 120) is 120 and a bit
+                                                extract(epoch from (p_job.next_attempt_at - p_now)), 0), 6))::integer;
 end $$;
 
 --
@@ -1101,20 +1118,12 @@ $$;
 --
 
 CREATE FUNCTION private.next_peak_boundary(p_after timestamp with time zone) RETURNS timestamp with time zone
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
-  select min(b.at)
-    from public.job_queue_config c
-   cross join lateral (select c.peak_hour_start as t where c.peak_hour_start <> c.peak_hour_end
-                       union all select c.peak_hour_end where c.peak_hour_start <> c.peak_hour_end
-                       union all select w.starts_at from public.peak_windows w
-                       union all select w.ends_at from public.peak_windows w) x
-   cross join lateral (select (date_trunc('day', p_after at time zone c.peak_time_zone) + d * interval '1 day' + x.t)
-                                at time zone c.peak_time_zone as at
-                         from generate_series(0, 1) d) b
-   where b.at > p_after
-$$;
+begin
+  return (private.peak_boundaries(p_after))[1];
+end $$;
 
 --
 -- Name: paused__publish(); Type: FUNCTION; Schema: private; Owner: -
@@ -1127,6 +1136,31 @@ CREATE FUNCTION private.paused__publish() RETURNS trigger
 begin
   perform private.publish_queue_changes(now());
   return null;
+end $$;
+
+--
+-- Name: peak_boundaries(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.peak_boundaries(p_after timestamp with time zone) RETURNS timestamp with time zone[]
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    SET jit TO 'off'
+    AS $$
+begin
+  return array(
+    select distinct b.at
+      from (select c.* from public.job_queue_config c limit 1) c  -- the one row (job_queue_config_singleton)
+     cross join lateral (select c.peak_hour_start as t where c.peak_hour_start <> c.peak_hour_end
+                         union all select c.peak_hour_end where c.peak_hour_start <> c.peak_hour_end
+                         union all select w.starts_at from public.peak_windows w
+                         union all select w.ends_at from public.peak_windows w) x
+     cross join lateral (select (date_trunc('day', p_after at time zone c.peak_time_zone) + d * interval '1 day' + x.t)
+                                  at time zone c.peak_time_zone as at
+                           from generate_series(0, 9) d) b
+     where b.at > p_after
+     order by b.at
+     limit 9);
 end $$;
 
 --
@@ -1604,19 +1638,6 @@ begin
                 else r.max_concurrent end
       from public.renderers r;
 end $$;
-
---
--- Name: renderer_has_history(text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
---
-
-CREATE FUNCTION private.renderer_has_history(p_renderer text, p_now timestamp with time zone) RETURNS boolean
-    LANGUAGE sql STABLE SECURITY DEFINER
-    SET search_path TO ''
-    AS $$
-  select exists (select 1 from public.jobs j
-                  where j.status = 'completed' and j.renderer = p_renderer
-                    and j.completed_at > p_now - interval '24 hours' and j.completed_at <= p_now)
-$$;
 
 --
 -- Name: set_job_state(public.jobs, text, timestamp with time zone, text, text, jsonb, timestamp with time zone, integer, text); Type: FUNCTION; Schema: private; Owner: -
@@ -3946,16 +3967,10 @@ GRANT ALL ON FUNCTION private.job_to_json(p_job public.jobs, p_now timestamp wit
 REVOKE ALL ON FUNCTION private.job_to_json_at(p_job public.jobs, p_position integer, p_now timestamp with time zone) FROM PUBLIC;
 
 --
--- Name: FUNCTION job_wait_estimate(p_job public.jobs, p_position integer, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+-- Name: FUNCTION job_wait(p_job public.jobs, p_position integer, p_now timestamp with time zone, OUT estimated_wait_seconds integer, OUT wait_reason text, OUT estimate_basis text); Type: ACL; Schema: private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION private.job_wait_estimate(p_job public.jobs, p_position integer, p_now timestamp with time zone) FROM PUBLIC;
-
---
--- Name: FUNCTION job_wait_reason(p_job public.jobs, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
---
-
-REVOKE ALL ON FUNCTION private.job_wait_reason(p_job public.jobs, p_now timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION private.job_wait(p_job public.jobs, p_position integer, p_now timestamp with time zone, OUT estimated_wait_seconds integer, OUT wait_reason text, OUT estimate_basis text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION jobs__broadcast(); Type: ACL; Schema: private; Owner: -
@@ -4071,6 +4086,12 @@ REVOKE ALL ON FUNCTION private.next_peak_boundary(p_after timestamp with time zo
 --
 
 REVOKE ALL ON FUNCTION private.paused__publish() FROM PUBLIC;
+
+--
+-- Name: FUNCTION peak_boundaries(p_after timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.peak_boundaries(p_after timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION pool_departures(p_remaining numeric[], p_mean numeric, p_slots integer); Type: ACL; Schema: private; Owner: -
@@ -4203,12 +4224,6 @@ REVOKE ALL ON FUNCTION private.renderer_avg_processing_seconds(p_renderer text, 
 --
 
 REVOKE ALL ON FUNCTION private.renderer_caps() FROM PUBLIC;
-
---
--- Name: FUNCTION renderer_has_history(p_renderer text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
---
-
-REVOKE ALL ON FUNCTION private.renderer_has_history(p_renderer text, p_now timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION set_job_state(p_job public.jobs, p_status text, p_now timestamp with time zone, p_outcome text, p_error text, p_result jsonb, p_run_at timestamp with time zone, p_retry_count integer, p_cancel_reason text); Type: ACL; Schema: private; Owner: -

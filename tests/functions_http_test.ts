@@ -138,6 +138,9 @@ async function callback(
 
 test("enqueue: 201 with the contract's Job, 200 and the same job for a repeated idempotency_key", async () => {
   await setup();
+  // A render endpoint, as a deployment has: without one a queued job has no estimate (null, no_endpoint).
+  await using service = await fakeRenderService();
+  await register(service.url);
   const user = await mintUser();
   const first = await invoke("enqueue", user.token, { body: { ...doubt(), idempotency_key: "k-1" } });
   assert.equal(first.status, 201);

@@ -3,7 +3,7 @@
 -- the renderer they will run on, running renders by what they have left, taken together. Injected clock.
 begin;
 \ir _setup.psql
-select plan(11);
+select plan(13);
 
 -- History on the orchestrator: three doubts of 60 s, three topic shorts of 300 s, one daily video of 600 s.
 insert into jobs (job_type, renderer, status, payload, created_at, started_at, completed_at, result, attempt, worker_id)
@@ -82,6 +82,16 @@ update jobs set next_attempt_at = :'T'::timestamptz + interval '5 min', retry_co
 select pg_temp.mk('doubt', :'T'::timestamptz - interval '1 min') as after \gset
 select is(array[(get_job(:'after', :'T') ->> 'queue_position')::int, (get_job(:'after', :'T') ->> 'estimated_wait_seconds')::int],
           array[2, 0], 'second in line, but the job ahead is in backoff: it starts at the next pass');
+
+-- No usable endpoint for its renderer: no claim starts it until one is back, so no estimate (null, as while
+-- paused; wait_reason says no_endpoint), also while its only endpoint cools down after a failure.
+update render_endpoints set disabled = true where renderer = 'orchestrator';
+select is(array[get_job(:'after', :'T') ->> 'wait_reason', get_job(:'after', :'T') ->> 'estimated_wait_seconds'],
+          array['no_endpoint', null], 'no usable endpoint: no estimate');
+update render_endpoints set disabled = false, unhealthy_until = :'T'::timestamptz + interval '30 s' where renderer = 'orchestrator';
+select is(array[get_job(:'after', :'T') ->> 'wait_reason', get_job(:'after', :'T') ->> 'estimated_wait_seconds',
+                get_job(:'after', :'T'::timestamptz + interval '31 s') ->> 'estimated_wait_seconds'],
+          array['no_endpoint', null, '0'], 'none while its endpoint cools down; an estimate again once it may take jobs');
 
 select * from finish();
 rollback;
