@@ -358,6 +358,133 @@ begin
 end $$;
 
 --
+-- Name: job_outcome_add(timestamp with time zone, text, bigint, bigint, numeric, numeric, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.job_outcome_add(p_bucket timestamp with time zone, p_outcome text, p_n bigint, p_timed_n bigint, p_wait_sum numeric, p_processing_sum numeric, p_max_completed_at timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    SET enable_seqscan TO 'off'
+    AS $$
+declare
+  v_shard smallint;
+begin
+  if p_n = 0 and p_timed_n = 0 and p_wait_sum = 0 and p_processing_sum = 0 and p_max_completed_at is null then
+    return;
+  end if;
+  select b.shard into v_shard from private.job_outcome_buckets b
+   where b.bucket = p_bucket and b.outcome = p_outcome
+   order by (b.shard + pg_catalog.pg_backend_pid()) % 16
+   limit 1 for update skip locked;
+  if v_shard is null then
+    v_shard := pg_catalog.pg_backend_pid() % 16;
+    insert into private.job_outcome_buckets as b
+           (bucket, outcome, shard, n, timed_n, wait_sum, processing_sum, max_completed_at)
+    values (p_bucket, p_outcome, v_shard, p_n, p_timed_n, p_wait_sum, p_processing_sum, p_max_completed_at)
+    on conflict (bucket, outcome, shard) do update
+       set n = b.n + excluded.n, timed_n = b.timed_n + excluded.timed_n, wait_sum = b.wait_sum + excluded.wait_sum,
+           processing_sum = b.processing_sum + excluded.processing_sum,
+           max_completed_at = greatest(b.max_completed_at, excluded.max_completed_at);
+  else
+    update private.job_outcome_buckets b
+       set n = b.n + p_n, timed_n = b.timed_n + p_timed_n, wait_sum = b.wait_sum + p_wait_sum,
+           processing_sum = b.processing_sum + p_processing_sum,
+           max_completed_at = greatest(b.max_completed_at, p_max_completed_at)
+     where b.bucket = p_bucket and b.outcome = p_outcome and b.shard = v_shard;
+  end if;
+  if p_n < 0 then
+    with held as (
+      select b.shard from private.job_outcome_buckets b
+       where b.bucket = p_bucket and b.outcome = p_outcome for update skip locked),
+    gone as (
+      delete from private.job_outcome_buckets b using held h
+       where b.bucket = p_bucket and b.outcome = p_outcome and b.shard = h.shard
+      returning b.n, b.timed_n, b.wait_sum, b.processing_sum, b.max_completed_at)
+    insert into private.job_outcome_buckets (bucket, outcome, shard, n, timed_n, wait_sum, processing_sum,
+                                             max_completed_at)
+    select p_bucket, p_outcome, v_shard, sum(g.n), sum(g.timed_n), sum(g.wait_sum), sum(g.processing_sum),
+           max(g.max_completed_at)
+      from gone g
+    having sum(g.n) <> 0 or sum(g.timed_n) <> 0 or sum(g.wait_sum) <> 0 or sum(g.processing_sum) <> 0;
+  end if;
+end $$;
+
+--
+-- Name: job_outcome_of(text, text, timestamp with time zone, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.job_outcome_of(p_status text, p_cancel_reason text, p_created_at timestamp with time zone, p_started_at timestamp with time zone, p_completed_at timestamp with time zone, OUT bucket timestamp with time zone, OUT outcome text, OUT timed integer, OUT wait_seconds numeric, OUT processing_seconds numeric) RETURNS record
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+begin
+  bucket := pg_catalog.date_bin('15 minutes', p_completed_at, '2000-01-01 00:00+00');
+  outcome := case when p_status = 'cancelled' and p_cancel_reason = 'expired' then 'expired' else p_status end;
+  timed := case when p_status = 'completed' and p_started_at is not null then 1 else 0 end;
+  wait_seconds := case when p_status = 'completed'
+                       then coalesce(extract(epoch from p_started_at - p_created_at), 0) else 0 end;
+  processing_seconds := case when p_status = 'completed'
+                             then coalesce(extract(epoch from p_completed_at - p_started_at), 0) else 0 end;
+end $$;
+
+--
+-- Name: job_outcomes_in(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.job_outcomes_in(p_from timestamp with time zone, p_until timestamp with time zone) RETURNS TABLE(bucket timestamp with time zone, outcome text, n bigint, timed_n bigint, wait_sum numeric, processing_sum numeric)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    SET jit TO 'off'
+    SET enable_seqscan TO 'off'
+    AS $$
+declare
+  v_whole_from timestamptz := pg_catalog.date_bin('15 minutes', p_from, '2000-01-01 00:00+00');
+  v_whole_until timestamptz := pg_catalog.date_bin('15 minutes', p_until, '2000-01-01 00:00+00');
+  v_lo timestamptz;
+  v_hi timestamptz;
+begin
+  if p_from >= p_until then
+    return;
+  end if;
+  if v_whole_from < p_from then
+    v_whole_from := v_whole_from + interval '15 minutes';
+  end if;
+  if v_whole_until < p_until and v_whole_until >= v_whole_from
+     and not exists (select 1 from private.job_outcome_buckets b
+                      where b.bucket = v_whole_until and b.max_completed_at >= p_until) then
+    v_whole_until := v_whole_until + interval '15 minutes';
+  end if;
+  if v_whole_from >= v_whole_until then  -- no whole bucket: the window's jobs themselves
+    v_whole_from := p_until;
+    v_whole_until := p_until;
+  else
+    return query
+      select b.bucket, b.outcome, sum(b.n)::bigint, sum(b.timed_n)::bigint, sum(b.wait_sum), sum(b.processing_sum)
+        from private.job_outcome_buckets b
+       where b.bucket >= v_whole_from and b.bucket < v_whole_until
+       group by 1, 2;
+  end if;
+  -- The cut parts, [p_from, v_whole_from) and [v_whole_until, p_until): one range of jobs_finished each. Up
+  -- to a bucket's rows, so job_outcome_of is written out here: a function call per row (its SET search_path
+  -- keeps it from being inlined) made a busy quarter hour cost 4 ms.
+  -- Two statements, not one join over both ranges: with the statistics of a table analyzed while empty the
+  -- join ran the other way round, the whole index outside and the ranges as a filter (0.5 s).
+  for v_lo, v_hi in
+    select * from (values (p_from, v_whole_from), (v_whole_until, p_until)) r(lo, hi) where r.lo < r.hi
+  loop
+    return query
+      select pg_catalog.date_bin('15 minutes', j.completed_at, '2000-01-01 00:00+00'),
+             case when j.status = 'cancelled' and j.cancel_reason = 'expired' then 'expired' else j.status end,
+             count(*), count(j.started_at) filter (where j.status = 'completed'),
+             coalesce(sum(extract(epoch from j.started_at - j.created_at)) filter (where j.status = 'completed'), 0),
+             coalesce(sum(extract(epoch from j.completed_at - j.started_at)) filter (where j.status = 'completed'), 0)
+        from public.jobs j
+       where j.completed_at >= v_lo and j.completed_at < v_hi
+       group by 1, 2;
+  end loop;
+end $$;
+
+--
 -- Name: job_queue_config_validate(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -978,6 +1105,99 @@ begin
      group by 1 having sum(k.d) <> 0 order by 1
   loop
     perform private.queue_depth_add(r.priority_rank, r.n);
+  end loop;
+  return null;
+end $$;
+
+--
+-- Name: jobs_outcomes_after_delete(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs_outcomes_after_delete() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+-- Statement trigger on jobs (delete): un-counts deleted finished rows (pruning). Called by Postgres only.
+declare r record;
+begin
+  for r in
+    select f.bucket, f.outcome, count(*) as n, sum(f.timed) as timed_n, sum(f.wait_seconds) as wait_sum,
+           sum(f.processing_seconds) as processing_sum
+      from old_rows o
+     cross join lateral private.job_outcome_of(o.status, o.cancel_reason, o.created_at, o.started_at, o.completed_at) f
+     where o.completed_at is not null
+     group by 1, 2 order by 1, 2
+  loop
+    perform private.job_outcome_add(r.bucket, r.outcome, -r.n, -r.timed_n, -r.wait_sum, -r.processing_sum, null);
+  end loop;
+  return null;
+end $$;
+
+--
+-- Name: jobs_outcomes_after_insert(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs_outcomes_after_insert() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+-- Statement trigger on jobs (insert): counts rows inserted finished. Called by Postgres only.
+declare r record;
+begin
+  for r in
+    select f.bucket, f.outcome, count(*) as n, sum(f.timed) as timed_n, sum(f.wait_seconds) as wait_sum,
+           sum(f.processing_seconds) as processing_sum, max(w.completed_at) as max_at
+      from new_rows w
+     cross join lateral private.job_outcome_of(w.status, w.cancel_reason, w.created_at, w.started_at, w.completed_at) f
+     where w.completed_at is not null
+     group by 1, 2 order by 1, 2
+  loop
+    perform private.job_outcome_add(r.bucket, r.outcome, r.n, r.timed_n, r.wait_sum, r.processing_sum, r.max_at);
+  end loop;
+  return null;
+end $$;
+
+--
+-- Name: jobs_outcomes_after_truncate(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs_outcomes_after_truncate() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+-- Statement trigger on jobs (truncate): no finished job is left. Called by Postgres only.
+begin
+  delete from private.job_outcome_buckets b where b.n is not null;
+  return null;
+end $$;
+
+--
+-- Name: jobs_outcomes_after_update(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs_outcomes_after_update() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+-- Statement trigger on jobs (update): moves finished rows between buckets and outcomes (finished, retried,
+-- changed by hand). Called by Postgres only.
+declare r record;
+begin
+  for r in
+    select f.bucket, f.outcome, sum(k.d) as n, sum(k.d * f.timed) as timed_n, sum(k.d * f.wait_seconds) as wait_sum,
+           sum(k.d * f.processing_seconds) as processing_sum, max(k.completed_at) filter (where k.d > 0) as max_at
+      from (select -1 as d, o.status, o.cancel_reason, o.created_at, o.started_at, o.completed_at
+              from old_rows o where o.completed_at is not null
+            union all
+            select 1, w.status, w.cancel_reason, w.created_at, w.started_at, w.completed_at
+              from new_rows w where w.completed_at is not null) k
+     cross join lateral private.job_outcome_of(k.status, k.cancel_reason, k.created_at, k.started_at, k.completed_at) f
+     group by 1, 2
+    having sum(k.d) <> 0 or sum(k.d * f.timed) <> 0 or sum(k.d * f.wait_seconds) <> 0
+        or sum(k.d * f.processing_seconds) <> 0
+     order by 1, 2
+  loop
+    perform private.job_outcome_add(r.bucket, r.outcome, r.n, r.timed_n, r.wait_sum, r.processing_sum, r.max_at);
   end loop;
   return null;
 end $$;
@@ -1805,16 +2025,21 @@ begin
     into v_by_renderer
     from private.renderer_caps() rc join public.renderers r on r.name = rc.renderer;
 
-  select count(*) filter (where j.status = 'completed') as completed,
-         count(*) filter (where j.status = 'failed') as failed,
-         count(*) filter (where j.status = 'cancelled') as cancelled,
-         count(*) filter (where j.status = 'cancelled' and j.cancel_reason = 'expired') as expired
+  -- Finished today (completed_at in [v_today, p_now]) and completed in the last hour ((p_now - 1 h, p_now]),
+  -- from the outcome buckets: a timestamptz is whole microseconds, so "<= p_now" is "< p_now + 1 µs".
+  select coalesce(sum(o.n) filter (where o.outcome = 'completed'), 0)::bigint as completed,
+         coalesce(sum(o.n) filter (where o.outcome = 'failed'), 0)::bigint as failed,
+         coalesce(sum(o.n) filter (where o.outcome in ('cancelled', 'expired')), 0)::bigint as cancelled,
+         coalesce(sum(o.n) filter (where o.outcome = 'expired'), 0)::bigint as expired
     into v_finished
-    from public.jobs j where j.completed_at >= v_today and j.completed_at <= p_now;
+    from private.job_outcomes_in(v_today, p_now + interval '1 microsecond') o;
 
-  select count(*) as n, avg(c.wait_seconds) as avg_wait, avg(c.processing_seconds) as avg_processing
+  select coalesce(sum(o.n), 0)::bigint as n, sum(o.wait_sum) / nullif(sum(o.timed_n), 0) as avg_wait,
+         sum(o.processing_sum) / nullif(sum(o.timed_n), 0) as avg_processing
     into v_hour
-    from private.completed_renders(p_now - interval '1 hour', p_now) c;
+    from private.job_outcomes_in(p_now - interval '1 hour' + interval '1 microsecond',
+                                 p_now + interval '1 microsecond') o
+   where o.outcome = 'completed';
 
   -- The oldest queued job: the first of each priority on jobs_position_order. (A plain min(created_at) over
   -- queued rows has no index in that order and walked past every finished job.)
@@ -2350,6 +2575,7 @@ end $$;
 CREATE FUNCTION queue.get_queue_alerts(p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
+    SET jit TO 'off'
     AS $$
 declare
   v_cfg public.job_queue_config;
@@ -2379,12 +2605,13 @@ begin
                         round(v_cfg.alert_oldest_queued_seconds::numeric / 60, 1)));
   end if;
 
-  -- Terminal outcomes of the last hour (jobs_finished index); a rate needs at least 5 of them to mean much.
-  select count(*) filter (where j.status = 'failed') as failed, count(*) as finished
+  -- Completed and failed jobs of the last hour, (p_now - 1 h, p_now] (outcome buckets); a rate needs at least
+  -- 5 of them to mean much.
+  select coalesce(sum(o.n) filter (where o.outcome = 'failed'), 0)::bigint as failed, coalesce(sum(o.n), 0)::bigint as finished
     into v_hour
-    from public.jobs j
-   where j.completed_at > p_now - interval '1 hour' and j.completed_at <= p_now
-     and j.status in ('completed', 'failed');
+    from private.job_outcomes_in(p_now - interval '1 hour' + interval '1 microsecond',
+                                 p_now + interval '1 microsecond') o
+   where o.outcome in ('completed', 'failed');
   if v_hour.finished >= 5 then
     v_rate := round(v_hour.failed::numeric / v_hour.finished, 3);
     if v_rate >= v_cfg.alert_failure_rate then
@@ -2442,13 +2669,12 @@ begin
                                         'failed', coalesce(f.failed, 0)) order by h.i)
       from pg_catalog.generate_series(0, 23) h(i)
       left join (
-        -- a range of the jobs_finished index (completed_at, status): only the last day's entries are read,
-        -- each put in its hour by arithmetic (hours are 3,600 s from v_first, a local hour start)
-        select floor(pg_catalog.date_part('epoch', j.completed_at - v_first) / 3600)::integer as i,
-               count(*) filter (where j.status = 'completed') as completed,
-               count(*) filter (where j.status = 'failed') as failed
-          from public.jobs j
-         where j.completed_at >= v_first and j.completed_at <= p_now
+        -- the outcome buckets of the last day, each put in its hour by arithmetic (hours are 3,600 s from
+        -- v_first, a local hour start; a 15-minute bucket lies within one hour)
+        select floor(pg_catalog.date_part('epoch', o.bucket - v_first) / 3600)::integer as i,
+               sum(o.n) filter (where o.outcome = 'completed') as completed,
+               sum(o.n) filter (where o.outcome = 'failed') as failed
+          from private.job_outcomes_in(v_first, p_now + interval '1 microsecond') o
          group by 1) f on f.i = h.i);
 end $$;
 
@@ -2877,6 +3103,29 @@ WITH (fillfactor='25');
 --
 
 COMMENT ON TABLE private.capacity_slots IS 'Capacity as rows: a processing job holds one global slot and, when its renderer is capped, one slot of it. Slots below the scope''s cap count; rows are never removed (a lowered cap just counts fewer).';
+
+--
+-- Name: job_outcome_buckets; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.job_outcome_buckets (
+    bucket timestamp with time zone NOT NULL,
+    outcome text NOT NULL,
+    shard smallint NOT NULL,
+    n bigint DEFAULT 0 NOT NULL,
+    timed_n bigint DEFAULT 0 NOT NULL,
+    wait_sum numeric DEFAULT 0 NOT NULL,
+    processing_sum numeric DEFAULT 0 NOT NULL,
+    max_completed_at timestamp with time zone,
+    CONSTRAINT job_outcome_buckets_outcome_check CHECK ((outcome = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text, 'expired'::text]))),
+    CONSTRAINT job_outcome_buckets_shard_check CHECK (((shard >= 0) AND (shard <= 15)))
+);
+
+--
+-- Name: TABLE job_outcome_buckets; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.job_outcome_buckets IS 'Terminal outcomes per 15-minute bucket of completed_at, kept by the jobs triggers; read summed over shards (private.job_outcomes_in). What stats count as today, the last hour and the history.';
 
 --
 -- Name: queue_counter_shards; Type: TABLE; Schema: private; Owner: -
@@ -3309,6 +3558,13 @@ ALTER TABLE ONLY private.capacity_slots
     ADD CONSTRAINT capacity_slots_pkey PRIMARY KEY (scope, slot);
 
 --
+-- Name: job_outcome_buckets job_outcome_buckets_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.job_outcome_buckets
+    ADD CONSTRAINT job_outcome_buckets_pkey PRIMARY KEY (bucket, outcome, shard);
+
+--
 -- Name: queue_counter_shards queue_counter_shards_pkey; Type: CONSTRAINT; Schema: private; Owner: -
 --
 
@@ -3603,6 +3859,30 @@ CREATE TRIGGER _500_count_queued_truncate AFTER TRUNCATE ON public.jobs FOR EACH
 CREATE TRIGGER _500_count_queued_update AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_depth_after_update();
 
 --
+-- Name: jobs _510_count_outcomes_delete; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _510_count_outcomes_delete AFTER DELETE ON public.jobs REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_outcomes_after_delete();
+
+--
+-- Name: jobs _510_count_outcomes_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _510_count_outcomes_insert AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_outcomes_after_insert();
+
+--
+-- Name: jobs _510_count_outcomes_truncate; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _510_count_outcomes_truncate AFTER TRUNCATE ON public.jobs FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_outcomes_after_truncate();
+
+--
+-- Name: jobs _510_count_outcomes_update; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _510_count_outcomes_update AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_outcomes_after_update();
+
+--
 -- Name: jobs _600_broadcast_change; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -3750,6 +4030,12 @@ ALTER TABLE ONLY public.webhook_delivery_attempts
 --
 
 ALTER TABLE private.capacity_slots ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: job_outcome_buckets; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.job_outcome_buckets ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: queue_counter_shards; Type: ROW SECURITY; Schema: private; Owner: -
@@ -3936,6 +4222,24 @@ REVOKE ALL ON FUNCTION private.is_queue_admin() FROM PUBLIC;
 GRANT ALL ON FUNCTION private.is_queue_admin() TO service_role;
 
 --
+-- Name: FUNCTION job_outcome_add(p_bucket timestamp with time zone, p_outcome text, p_n bigint, p_timed_n bigint, p_wait_sum numeric, p_processing_sum numeric, p_max_completed_at timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.job_outcome_add(p_bucket timestamp with time zone, p_outcome text, p_n bigint, p_timed_n bigint, p_wait_sum numeric, p_processing_sum numeric, p_max_completed_at timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION job_outcome_of(p_status text, p_cancel_reason text, p_created_at timestamp with time zone, p_started_at timestamp with time zone, p_completed_at timestamp with time zone, OUT bucket timestamp with time zone, OUT outcome text, OUT timed integer, OUT wait_seconds numeric, OUT processing_seconds numeric); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.job_outcome_of(p_status text, p_cancel_reason text, p_created_at timestamp with time zone, p_started_at timestamp with time zone, p_completed_at timestamp with time zone, OUT bucket timestamp with time zone, OUT outcome text, OUT timed integer, OUT wait_seconds numeric, OUT processing_seconds numeric) FROM PUBLIC;
+
+--
+-- Name: FUNCTION job_outcomes_in(p_from timestamp with time zone, p_until timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.job_outcomes_in(p_from timestamp with time zone, p_until timestamp with time zone) FROM PUBLIC;
+
+--
 -- Name: FUNCTION job_queue_config_validate(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -4032,6 +4336,30 @@ REVOKE ALL ON FUNCTION private.jobs_depth_after_truncate() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION private.jobs_depth_after_update() FROM PUBLIC;
+
+--
+-- Name: FUNCTION jobs_outcomes_after_delete(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs_outcomes_after_delete() FROM PUBLIC;
+
+--
+-- Name: FUNCTION jobs_outcomes_after_insert(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs_outcomes_after_insert() FROM PUBLIC;
+
+--
+-- Name: FUNCTION jobs_outcomes_after_truncate(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs_outcomes_after_truncate() FROM PUBLIC;
+
+--
+-- Name: FUNCTION jobs_outcomes_after_update(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs_outcomes_after_update() FROM PUBLIC;
 
 --
 -- Name: FUNCTION jobs_text(p_n bigint); Type: ACL; Schema: private; Owner: -

@@ -23,12 +23,13 @@
 import postgres from "postgres";
 import assert from "node:assert/strict";
 import { resetQueue } from "./support/reset_queue.ts";
+import { COUNT_INSERTED_OUTCOMES } from "./support/count_outcomes.ts";
 
 const url = Deno.env.get("SUPABASE_DB_URL") ?? (() => {
   throw new Error("set SUPABASE_DB_URL to a local test database");
 })();
 
-const CHECKED_TABLES = new Set(["jobs", "job_attempts"]);
+const CHECKED_TABLES = new Set(["jobs", "job_attempts", "job_outcome_buckets"]);
 /** A scan dropping more rows than this by its filter is walking rows it does not need. */
 const MAX_ROWS_FILTERED = 200;
 /** A scan may read this many buffers, plus 3 per row returned and 4 per loop; more is a walk. */
@@ -197,12 +198,14 @@ async function insertQueued(n: number): Promise<void> {
 
 /**
  * Finished jobs numbered from..to, one every 3 s up to an hour ago (number 1,003,000 is the newest), a tenth
- * the heavy user's, inserted as finished rows: triggers off (they count queued rows only), CHECKs on.
+ * the heavy user's, inserted as finished rows: triggers off (the others count queued rows only), their outcome
+ * counts added as the outcome trigger would (COUNT_INSERTED_OUTCOMES), CHECKs on.
  */
 async function insertFinished(from: number, to: number): Promise<void> {
   await admin.begin(async (tx) => {
     await tx`set local session_replication_role = replica`;
-    await tx`insert into public.jobs (id, job_type, priority, renderer, status, payload, result, error_message,
+    await tx`with ins as (
+             insert into public.jobs (id, job_type, priority, renderer, status, payload, result, error_message,
                                       cancel_reason, user_id, attempt, progress, stage, worker_id,
                                       created_at, started_at, completed_at, updated_at, next_attempt_at)
              select lpad(to_hex(g), 32, '0')::uuid, t.job_type, t.priority, t.renderer, s.status, '{}',
@@ -217,7 +220,9 @@ async function insertFinished(from: number, to: number): Promise<void> {
                                          (array['high', 'medium', 'low'])[1 + g % 3] as priority,
                                          (array['orchestrator', 'manim', 'revideo'])[1 + g % 3] as renderer) t
               cross join lateral (select case when g % 50 = 1 then 'failed' when g % 50 = 2 then 'cancelled'
-                                              else 'completed' end as status) s`;
+                                              else 'completed' end as status) s
+             returning status, cancel_reason, created_at, started_at, completed_at)
+             ${tx.unsafe(COUNT_INSERTED_OUTCOMES)}`;
   });
 }
 

@@ -8,6 +8,7 @@ import postgres from "postgres";
 import { callAs, type CallSql, type Statement } from "../../shared/db.ts";
 import type { Claim, Job, Stats } from "../../shared/queue.ts";
 import { resetQueue } from "../../tests/support/reset_queue.ts";
+import { COUNT_INSERTED_OUTCOMES } from "../../tests/support/count_outcomes.ts";
 
 /** Who a call runs as: a user (role authenticated, their claims) or a secret-key holder (service_role). */
 export type Identity = { role: "authenticated" | "service_role"; claims: Record<string, unknown> };
@@ -128,19 +129,23 @@ export async function vacuumAnalyze(admin: postgres.Sql): Promise<void> {
 /**
  * `count` finished (completed) jobs spread over the last 29 days, as retention keeps them. Written with the
  * jobs triggers off (session_replication_role = replica: twice as fast for a million rows), so the columns
- * its BEFORE INSERT trigger derives are given here the same way (priority and renderer from job_types); the
- * other triggers count queued rows only.
+ * its BEFORE INSERT trigger derives are given here the same way (priority and renderer from job_types), and
+ * the outcome counts its statement trigger keeps are added from the inserted rows (COUNT_INSERTED_OUTCOMES).
+ * The other triggers count queued rows only.
  */
 export async function fillFinished(admin: postgres.Sql, count: number): Promise<void> {
   await admin.begin(async (tx) => {
     await tx`set local session_replication_role = replica`;
-    await tx`insert into public.jobs (job_type, priority, renderer, status, payload, result, attempt,
-                                      created_at, started_at, completed_at, updated_at)
-      select t.job_type, t.priority, t.default_renderer, 'completed', '{"question": "finished"}',
-             '{"video_url": "https://cdn.example.test/v.mp4"}', 1,
-             at.t - interval '3 minutes', at.t - interval '2 minutes', at.t, at.t
-        from generate_series(1, ${count}) g
-        join public.job_types t on t.job_type = (array['doubt', 'topic_short', 'daily_ca'])[1 + g % 3]
-        cross join lateral (select now() - g * (interval '29 days' / ${count})) as at(t)`;
+    await tx`with ins as (
+        insert into public.jobs (job_type, priority, renderer, status, payload, result, attempt,
+                                 created_at, started_at, completed_at, updated_at)
+        select t.job_type, t.priority, t.default_renderer, 'completed', '{"question": "finished"}',
+               '{"video_url": "https://cdn.example.test/v.mp4"}', 1,
+               at.t - interval '3 minutes', at.t - interval '2 minutes', at.t, at.t
+          from generate_series(1, ${count}) g
+          join public.job_types t on t.job_type = (array['doubt', 'topic_short', 'daily_ca'])[1 + g % 3]
+          cross join lateral (select now() - g * (interval '29 days' / ${count})) as at(t)
+        returning status, cancel_reason, created_at, started_at, completed_at)
+      ${tx.unsafe(COUNT_INSERTED_OUTCOMES)}`;
   });
 }
