@@ -957,57 +957,6 @@ begin
 end $$;
 
 --
--- Name: jobs__count_outcome(); Type: FUNCTION; Schema: private; Owner: -
---
-
-CREATE FUNCTION private.jobs__count_outcome() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path TO ''
-    AS $$
--- Row trigger on jobs (insert or update WHEN a finished row appears, changes or goes): moves it between outcome
--- buckets, one combined change per bucket and outcome as the statement trigger made. Called by Postgres only.
-declare r record;
-begin
-  for r in
-    select f.bucket, f.outcome, sum(k.d) as n, sum(k.d * f.timed) as timed_n, sum(k.d * f.wait_seconds) as wait_sum,
-           sum(k.d * f.processing_seconds) as processing_sum, max(k.completed_at) filter (where k.d > 0) as max_at
-      from (select -1, old.status, old.cancel_reason, old.created_at, old.started_at, old.completed_at
-             where tg_op = 'UPDATE' and old.completed_at is not null
-            union all
-            select 1, new.status, new.cancel_reason, new.created_at, new.started_at, new.completed_at
-             where new.completed_at is not null) k(d, status, cancel_reason, created_at, started_at, completed_at)
-     cross join lateral private.job_outcome_of(k.status, k.cancel_reason, k.created_at, k.started_at, k.completed_at) f
-     group by 1, 2
-    having sum(k.d) <> 0 or sum(k.d * f.timed) <> 0 or sum(k.d * f.wait_seconds) <> 0
-        or sum(k.d * f.processing_seconds) <> 0
-     order by 1, 2
-  loop
-    perform private.job_outcome_add(r.bucket, r.outcome, r.n, r.timed_n, r.wait_sum, r.processing_sum, r.max_at);
-  end loop;
-  return null;
-end $$;
-
---
--- Name: jobs__count_queued(); Type: FUNCTION; Schema: private; Owner: -
---
-
-CREATE FUNCTION private.jobs__count_queued() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path TO ''
-    AS $$
--- Row trigger on jobs (insert; update WHEN a row enters, leaves or moves within queued): the queued depth per
--- priority. Called by Postgres only.
-begin
-  if tg_op = 'UPDATE' and old.status = 'queued' then
-    perform private.queue_depth_add(old.priority_rank, -1);
-  end if;
-  if new.status = 'queued' then
-    perform private.queue_depth_add(new.priority_rank, 1);
-  end if;
-  return null;
-end $$;
-
---
 -- Name: jobs__release_all_slots(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1032,23 +981,6 @@ CREATE FUNCTION private.jobs__release_slots() RETURNS trigger
 -- Row trigger on jobs that leave processing (any path) or are deleted while processing. Called by Postgres only.
 begin
   perform private.release_capacity_slots(old.id);
-  return null;
-end $$;
-
---
--- Name: jobs__wake_worker(); Type: FUNCTION; Schema: private; Owner: -
---
-
-CREATE FUNCTION private.jobs__wake_worker() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path TO ''
-    AS $$
--- Row trigger on jobs (WHEN a claimable job appears or a slot is freed): wakes a listening worker. NOTIFY
--- only while one listens (its lock at commit serializes notifying transactions). Called by Postgres only.
-begin
-  if private.wakeup_listened() then
-    perform pg_catalog.pg_notify('video_queue_wakeup', case tg_op when 'INSERT' then 'job_claimable' else 'slot_freed' end);
-  end if;
   return null;
 end $$;
 
@@ -1124,6 +1056,23 @@ begin
 end $$;
 
 --
+-- Name: jobs_depth_after_insert(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs_depth_after_insert() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+-- Statement trigger on jobs (insert): counts new queued rows per priority. Called by Postgres only.
+declare r record;
+begin
+  for r in select priority_rank, count(*) as n from new_rows where status = 'queued' group by 1 order by 1 loop
+    perform private.queue_depth_add(r.priority_rank, r.n);
+  end loop;
+  return null;
+end $$;
+
+--
 -- Name: jobs_depth_after_truncate(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1134,6 +1083,29 @@ CREATE FUNCTION private.jobs_depth_after_truncate() RETURNS trigger
 -- Statement trigger on jobs (truncate): zeroes the queued depth. Called by Postgres only.
 begin
   update public.queue_depth_slots set n = 0 where n <> 0;
+  return null;
+end $$;
+
+--
+-- Name: jobs_depth_after_update(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs_depth_after_update() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+-- Statement trigger on jobs (update): applies queued-depth changes per priority. Called by Postgres only.
+declare r record;
+begin
+  for r in
+    select k.priority_rank, sum(k.d) as n from (
+      select o.priority_rank, -1 as d from old_rows o where o.status = 'queued'
+      union all
+      select w.priority_rank, 1 from new_rows w where w.status = 'queued') k
+     group by 1 having sum(k.d) <> 0 order by 1
+  loop
+    perform private.queue_depth_add(r.priority_rank, r.n);
+  end loop;
   return null;
 end $$;
 
@@ -1162,6 +1134,30 @@ begin
 end $$;
 
 --
+-- Name: jobs_outcomes_after_insert(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs_outcomes_after_insert() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+-- Statement trigger on jobs (insert): counts rows inserted finished. Called by Postgres only.
+declare r record;
+begin
+  for r in
+    select f.bucket, f.outcome, count(*) as n, sum(f.timed) as timed_n, sum(f.wait_seconds) as wait_sum,
+           sum(f.processing_seconds) as processing_sum, max(w.completed_at) as max_at
+      from new_rows w
+     cross join lateral private.job_outcome_of(w.status, w.cancel_reason, w.created_at, w.started_at, w.completed_at) f
+     where w.completed_at is not null
+     group by 1, 2 order by 1, 2
+  loop
+    perform private.job_outcome_add(r.bucket, r.outcome, r.n, r.timed_n, r.wait_sum, r.processing_sum, r.max_at);
+  end loop;
+  return null;
+end $$;
+
+--
 -- Name: jobs_outcomes_after_truncate(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1172,6 +1168,37 @@ CREATE FUNCTION private.jobs_outcomes_after_truncate() RETURNS trigger
 -- Statement trigger on jobs (truncate): no finished job is left. Called by Postgres only.
 begin
   delete from private.job_outcome_buckets b where b.n is not null;
+  return null;
+end $$;
+
+--
+-- Name: jobs_outcomes_after_update(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs_outcomes_after_update() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+-- Statement trigger on jobs (update): moves finished rows between buckets and outcomes (finished, retried,
+-- changed by hand). Called by Postgres only.
+declare r record;
+begin
+  for r in
+    select f.bucket, f.outcome, sum(k.d) as n, sum(k.d * f.timed) as timed_n, sum(k.d * f.wait_seconds) as wait_sum,
+           sum(k.d * f.processing_seconds) as processing_sum, max(k.completed_at) filter (where k.d > 0) as max_at
+      from (select -1 as d, o.status, o.cancel_reason, o.created_at, o.started_at, o.completed_at
+              from old_rows o where o.completed_at is not null
+            union all
+            select 1, w.status, w.cancel_reason, w.created_at, w.started_at, w.completed_at
+              from new_rows w where w.completed_at is not null) k
+     cross join lateral private.job_outcome_of(k.status, k.cancel_reason, k.created_at, k.started_at, k.completed_at) f
+     group by 1, 2
+    having sum(k.d) <> 0 or sum(k.d * f.timed) <> 0 or sum(k.d * f.wait_seconds) <> 0
+        or sum(k.d * f.processing_seconds) <> 0
+     order by 1, 2
+  loop
+    perform private.job_outcome_add(r.bucket, r.outcome, r.n, r.timed_n, r.wait_sum, r.processing_sum, r.max_at);
+  end loop;
   return null;
 end $$;
 
@@ -1200,6 +1227,40 @@ begin
     new.updated_at := now();
   end if;
   return new;
+end $$;
+
+--
+-- Name: jobs_wake_worker_after_insert(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs_wake_worker_after_insert() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if private.wakeup_listened()
+     and exists (select 1 from new_rows n where n.status = 'queued' and n.next_attempt_at <= now()) then
+    perform pg_catalog.pg_notify('video_queue_wakeup', 'job_claimable');
+  end if;
+  return null;
+end $$;
+
+--
+-- Name: jobs_wake_worker_after_update(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jobs_wake_worker_after_update() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if private.wakeup_listened()
+     and exists (select 1 from old_rows o join new_rows n on n.id = o.id
+              where (o.status = 'processing' and n.status <> 'processing')
+                 or (o.status <> 'queued' and n.status = 'queued' and n.next_attempt_at <= now())) then
+    perform pg_catalog.pg_notify('video_queue_wakeup', 'slot_freed');
+  end if;
+  return null;
 end $$;
 
 --
@@ -3783,7 +3844,7 @@ CREATE TRIGGER _500_count_queued_delete AFTER DELETE ON public.jobs REFERENCING 
 -- Name: jobs _500_count_queued_insert; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER _500_count_queued_insert AFTER INSERT ON public.jobs FOR EACH ROW WHEN ((new.status = 'queued'::text)) EXECUTE FUNCTION private.jobs__count_queued();
+CREATE TRIGGER _500_count_queued_insert AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_depth_after_insert();
 
 --
 -- Name: jobs _500_count_queued_truncate; Type: TRIGGER; Schema: public; Owner: -
@@ -3795,7 +3856,7 @@ CREATE TRIGGER _500_count_queued_truncate AFTER TRUNCATE ON public.jobs FOR EACH
 -- Name: jobs _500_count_queued_update; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER _500_count_queued_update AFTER UPDATE ON public.jobs FOR EACH ROW WHEN ((((old.status = 'queued'::text) <> (new.status = 'queued'::text)) OR ((old.status = 'queued'::text) AND (old.priority_rank <> new.priority_rank)))) EXECUTE FUNCTION private.jobs__count_queued();
+CREATE TRIGGER _500_count_queued_update AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_depth_after_update();
 
 --
 -- Name: jobs _510_count_outcomes_delete; Type: TRIGGER; Schema: public; Owner: -
@@ -3807,7 +3868,7 @@ CREATE TRIGGER _510_count_outcomes_delete AFTER DELETE ON public.jobs REFERENCIN
 -- Name: jobs _510_count_outcomes_insert; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER _510_count_outcomes_insert AFTER INSERT ON public.jobs FOR EACH ROW WHEN ((new.completed_at IS NOT NULL)) EXECUTE FUNCTION private.jobs__count_outcome();
+CREATE TRIGGER _510_count_outcomes_insert AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_outcomes_after_insert();
 
 --
 -- Name: jobs _510_count_outcomes_truncate; Type: TRIGGER; Schema: public; Owner: -
@@ -3819,7 +3880,7 @@ CREATE TRIGGER _510_count_outcomes_truncate AFTER TRUNCATE ON public.jobs FOR EA
 -- Name: jobs _510_count_outcomes_update; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER _510_count_outcomes_update AFTER UPDATE ON public.jobs FOR EACH ROW WHEN ((((old.completed_at IS NOT NULL) OR (new.completed_at IS NOT NULL)) AND (((((old.status IS DISTINCT FROM new.status) OR (old.cancel_reason IS DISTINCT FROM new.cancel_reason)) OR (old.created_at IS DISTINCT FROM new.created_at)) OR (old.started_at IS DISTINCT FROM new.started_at)) OR (old.completed_at IS DISTINCT FROM new.completed_at)))) EXECUTE FUNCTION private.jobs__count_outcome();
+CREATE TRIGGER _510_count_outcomes_update AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_outcomes_after_update();
 
 --
 -- Name: jobs _600_broadcast_change; Type: TRIGGER; Schema: public; Owner: -
@@ -3843,13 +3904,13 @@ CREATE TRIGGER _600_publish_pause AFTER UPDATE OF paused ON public.renderers FOR
 -- Name: jobs _600_wake_worker_insert; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER _600_wake_worker_insert AFTER INSERT ON public.jobs FOR EACH ROW WHEN (((new.status = 'queued'::text) AND (new.next_attempt_at <= now()))) EXECUTE FUNCTION private.jobs__wake_worker();
+CREATE TRIGGER _600_wake_worker_insert AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_wake_worker_after_insert();
 
 --
 -- Name: jobs _600_wake_worker_update; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER _600_wake_worker_update AFTER UPDATE ON public.jobs FOR EACH ROW WHEN ((((old.status = 'processing'::text) AND (new.status <> 'processing'::text)) OR ((old.status <> 'queued'::text) AND (new.status = 'queued'::text) AND (new.next_attempt_at <= now())))) EXECUTE FUNCTION private.jobs__wake_worker();
+CREATE TRIGGER _600_wake_worker_update AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.jobs_wake_worker_after_update();
 
 --
 -- Name: jobs _700_webhook_outbox; Type: TRIGGER; Schema: public; Owner: -
@@ -4229,18 +4290,6 @@ REVOKE ALL ON FUNCTION private.jobs__complete_status() FROM PUBLIC;
 GRANT ALL ON FUNCTION private.jobs__complete_status() TO service_role;
 
 --
--- Name: FUNCTION jobs__count_outcome(); Type: ACL; Schema: private; Owner: -
---
-
-REVOKE ALL ON FUNCTION private.jobs__count_outcome() FROM PUBLIC;
-
---
--- Name: FUNCTION jobs__count_queued(); Type: ACL; Schema: private; Owner: -
---
-
-REVOKE ALL ON FUNCTION private.jobs__count_queued() FROM PUBLIC;
-
---
 -- Name: FUNCTION jobs__release_all_slots(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -4251,12 +4300,6 @@ REVOKE ALL ON FUNCTION private.jobs__release_all_slots() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION private.jobs__release_slots() FROM PUBLIC;
-
---
--- Name: FUNCTION jobs__wake_worker(); Type: ACL; Schema: private; Owner: -
---
-
-REVOKE ALL ON FUNCTION private.jobs__wake_worker() FROM PUBLIC;
 
 --
 -- Name: FUNCTION jobs__webhook_outbox(); Type: ACL; Schema: private; Owner: -
@@ -4277,10 +4320,22 @@ REVOKE ALL ON FUNCTION private.jobs_before_insert() FROM PUBLIC;
 REVOKE ALL ON FUNCTION private.jobs_depth_after_delete() FROM PUBLIC;
 
 --
+-- Name: FUNCTION jobs_depth_after_insert(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs_depth_after_insert() FROM PUBLIC;
+
+--
 -- Name: FUNCTION jobs_depth_after_truncate(); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.jobs_depth_after_truncate() FROM PUBLIC;
+
+--
+-- Name: FUNCTION jobs_depth_after_update(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs_depth_after_update() FROM PUBLIC;
 
 --
 -- Name: FUNCTION jobs_outcomes_after_delete(); Type: ACL; Schema: private; Owner: -
@@ -4289,10 +4344,22 @@ REVOKE ALL ON FUNCTION private.jobs_depth_after_truncate() FROM PUBLIC;
 REVOKE ALL ON FUNCTION private.jobs_outcomes_after_delete() FROM PUBLIC;
 
 --
+-- Name: FUNCTION jobs_outcomes_after_insert(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs_outcomes_after_insert() FROM PUBLIC;
+
+--
 -- Name: FUNCTION jobs_outcomes_after_truncate(); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.jobs_outcomes_after_truncate() FROM PUBLIC;
+
+--
+-- Name: FUNCTION jobs_outcomes_after_update(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs_outcomes_after_update() FROM PUBLIC;
 
 --
 -- Name: FUNCTION jobs_text(p_n bigint); Type: ACL; Schema: private; Owner: -
@@ -4305,6 +4372,18 @@ REVOKE ALL ON FUNCTION private.jobs_text(p_n bigint) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION private.jobs_touch_updated_at() FROM PUBLIC;
+
+--
+-- Name: FUNCTION jobs_wake_worker_after_insert(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs_wake_worker_after_insert() FROM PUBLIC;
+
+--
+-- Name: FUNCTION jobs_wake_worker_after_update(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jobs_wake_worker_after_update() FROM PUBLIC;
 
 --
 -- Name: FUNCTION lock_current_attempt(p_job_id uuid, p_attempt integer, p_token text, p_allow_completed_repeat boolean, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
