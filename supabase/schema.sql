@@ -55,13 +55,15 @@ COMMENT ON SCHEMA queue IS 'The queue''s SQL API, called by the Edge Functions o
 --
 
 CREATE FUNCTION private.attempt_lease(p_started_at timestamp with time zone, p_now timestamp with time zone) RETURNS timestamp with time zone
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
-  select least(p_now + make_interval(mins => c.job_timeout_minutes),
-               p_started_at + make_interval(mins => c.max_render_minutes))
-    from public.job_queue_config c limit 1
-$$;
+-- When an attempt started at p_started_at and last alive at p_now stops being alive. Internal.
+begin
+  return (select least(p_now + make_interval(mins => c.job_timeout_minutes),
+                       p_started_at + make_interval(mins => c.max_render_minutes))
+            from public.job_queue_config c limit 1);
+end $$;
 
 --
 -- Name: capacity_slots__ensure(); Type: FUNCTION; Schema: private; Owner: -
@@ -93,12 +95,15 @@ $$;
 --
 
 CREATE FUNCTION private.claim_offsets() RETURNS interval[]
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
-  select coalesce(private.priority_offsets(),
-                  array[interval '0', make_interval(years => -100000), make_interval(years => -200000)])
-$$;
+-- The offsets claim_jobs sorts by. Strict priority is offsets so large (100,000 years a rank) that a higher
+-- priority always comes first, so one ordering serves both rules. Internal.
+begin
+  return coalesce(private.priority_offsets(),
+                  array[interval '0', make_interval(years => -100000), make_interval(years => -200000)]);
+end $$;
 
 SET default_tablespace = '';
 
@@ -1449,15 +1454,17 @@ end $$;
 --
 
 CREATE FUNCTION private.priority_offsets() RETURNS interval[]
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
-  select case when c.high_priority_offset_minutes is not null then
-           array[make_interval(mins => c.high_priority_offset_minutes),
-                 make_interval(mins => c.medium_priority_offset_minutes),
-                 make_interval(mins => c.low_priority_offset_minutes)] end
-    from public.job_queue_config c limit 1
-$$;
+-- The configured offsets as intervals indexed by priority_rank + 1, or null (strict priority). Internal.
+begin
+  return (select case when c.high_priority_offset_minutes is not null then
+                   array[make_interval(mins => c.high_priority_offset_minutes),
+                         make_interval(mins => c.medium_priority_offset_minutes),
+                         make_interval(mins => c.low_priority_offset_minutes)] end
+            from public.job_queue_config c limit 1);
+end $$;
 
 --
 -- Name: prune_finished_jobs(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
@@ -1805,11 +1812,13 @@ end $$;
 --
 
 CREATE FUNCTION private.release_capacity_slots(p_job_id uuid) RETURNS void
-    LANGUAGE sql SECURITY DEFINER
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
-  update private.capacity_slots s set job_id = null where s.job_id = p_job_id
-$$;
+-- Frees the slots p_job_id holds. Internal (the jobs trigger; claim_jobs undoing).
+begin
+  update private.capacity_slots s set job_id = null where s.job_id = p_job_id;
+end $$;
 
 --
 -- Name: render_seconds(text, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
@@ -1950,11 +1959,13 @@ $$;
 --
 
 CREATE FUNCTION private.wakeup_listened() RETURNS boolean
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
-  select exists (select 1 from private.wakeup_listeners l where l.listening_until > now())
-$$;
+-- Whether a worker holds the wake-up listener now. Internal.
+begin
+  return exists (select 1 from private.wakeup_listeners l where l.listening_until > now());
+end $$;
 
 --
 -- Name: webhook_backoff(integer); Type: FUNCTION; Schema: private; Owner: -
@@ -2137,6 +2148,7 @@ CREATE FUNCTION queue.claim_jobs(p_worker_id text, p_limit integer DEFAULT NULL:
     SET search_path TO ''
     SET jit TO 'off'
     SET enable_seqscan TO 'off'
+    SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 -- Claims what capacity and pauses allow, in claim order, and starts an attempt for each. service_role only.
 declare

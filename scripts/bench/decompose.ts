@@ -2,6 +2,12 @@
 // cost to speak of), 10 clients, one job per claim, each step on the same cluster as the other figures:
 //   floor       a queue table of the kind graphile-worker and pg-boss use: a narrow row, one partial index to
 //               claim by; claim = one UPDATE … WHERE id = (… FOR UPDATE SKIP LOCKED), completion = DELETE
+//   obligations the floor plus, one at a time, the fewest writes our contract asks for, on narrow tables and
+//               with no logic around them (a ceiling for any design that keeps them):
+//                 history   the finished row stays (GET /status serves its result): completion is an UPDATE
+//                 + cap     an exact global cap, as the cheapest known design keeps it: a slot row taken with
+//                           SKIP LOCKED at the claim and given back at the completion, in the same transactions
+//                 + events  one Realtime broadcast (realtime.send) per state change, as API.md's Realtime asks
 //   our rows    our jobs table's two state changes as bare UPDATEs (queued → processing → completed): its
 //               width and its indexes (stats, limits, positions, leases, history), no trigger, no FK check
 //   + triggers  the same with the jobs triggers on (Realtime event, queued depth, slot release, wake-up,
@@ -34,6 +40,50 @@ update bench_floor.jobs j set locked_at = now(), locked_by = 'w', attempts = j.a
 returning j.id as job_id \\gset
 delete from bench_floor.jobs where id = :job_id;
 `;
+
+const OBLIGATIONS_SETUP = `
+  drop schema if exists bench_obligations cascade;
+  create schema bench_obligations;
+  create table bench_obligations.jobs (
+    id bigint generated always as identity primary key, status text not null default 'queued',
+    priority int not null default 0, created_at timestamptz not null default now(), attempt int not null default 0,
+    token_hash text, started_at timestamptz, completed_at timestamptz, payload jsonb not null, result jsonb);
+  create index jobs_claim on bench_obligations.jobs (priority, created_at, id) where status = 'queued';
+  create table bench_obligations.slots (slot int primary key, job_id bigint) with (fillfactor = 25);
+  insert into bench_obligations.slots select g, null from generate_series(1, 100) g;
+  insert into bench_obligations.jobs (payload)
+  select jsonb_build_object('question', 'q' || g) from generate_series(1, ${WAITING}) g;`;
+
+/** The obligations' script: `cap` adds the slot, `events` the broadcasts (each needs the one before). */
+function obligations(cap: boolean, events: boolean): string {
+  const broadcast = (status: string) =>
+    `select realtime.send(jsonb_build_object('id', (:job_id)::bigint, 'status', '${status}'), 'job',
+                        'job:' || (:job_id)::text, true);`;
+  const claim = [
+    `update bench_obligations.jobs j
+   set status = 'processing', attempt = j.attempt + 1, started_at = now(), token_hash = md5(random()::text)
+ where j.id = (select c.id from bench_obligations.jobs c where c.status = 'queued'
+                order by c.priority, c.created_at, c.id limit 1 for update skip locked)
+returning j.id as job_id \\gset`,
+    ...(cap
+      ? [`update bench_obligations.slots s set job_id = :job_id
+ where s.slot = (select f.slot from bench_obligations.slots f where f.job_id is null order by f.slot limit 1
+                  for update skip locked);`]
+      : []),
+    ...(events ? [broadcast("processing")] : []),
+  ];
+  const complete = [
+    `update bench_obligations.jobs set status = 'completed', completed_at = now(),
+       result = '{"video_url": "https://v.test/x.mp4"}'
+ where id = :job_id and status = 'processing';`,
+    ...(cap ? ["update bench_obligations.slots set job_id = null where job_id = :job_id;"] : []),
+    ...(events ? [broadcast("completed")] : []),
+  ];
+  // a transaction of one statement (the history step) needs no BEGIN / COMMIT round trips
+  const transaction = (statements: string[]) =>
+    statements.length > 1 ? ["begin;", ...statements, "commit;"] : statements;
+  return [...transaction(claim), ...transaction(complete)].join("\n") + "\n";
+}
 
 const OUR_ROWS = `
 update public.jobs j set status = 'processing', attempt = j.attempt + 1, started_at = now(),
@@ -86,6 +136,22 @@ export const decompose: Figure = {
         },
         done: async () => WAITING - Number((await admin`select count(*) as n from bench_floor.jobs`)[0].n),
       },
+      ...([
+        ["obligations: the finished row kept (completion = UPDATE)", false, false],
+        ["obligations: + an exact cap (a slot row taken and given back)", true, false],
+        ["obligations: + a Realtime broadcast per state change", true, true],
+      ] as const).map(([name, cap, events]) => ({
+        name,
+        script: obligations(cap, events),
+        setup: async () => {
+          await admin.unsafe(OBLIGATIONS_SETUP).simple();
+          await admin.unsafe("vacuum analyze bench_obligations.jobs, bench_obligations.slots");
+        },
+        done: async () =>
+          Number(
+            (await admin`select count(*) as n from bench_obligations.jobs where status = 'completed'`)[0].n,
+          ),
+      })),
       {
         name: "our jobs rows: the two state changes as bare UPDATEs, no triggers",
         script: OUR_ROWS,
@@ -140,7 +206,10 @@ export const decompose: Figure = {
         });
       }
     } finally {
-      await admin.unsafe("drop schema if exists bench_floor cascade");
+      await admin.unsafe(
+        "drop schema if exists bench_floor cascade; drop schema if exists bench_obligations cascade",
+      )
+        .simple();
       await cleanQueue(admin);
       await Deno.remove(dir, { recursive: true });
     }
