@@ -13,6 +13,9 @@
 //   + triggers  the same with the jobs triggers on (Realtime event, queued depth, slot release, wake-up,
 //               webhook outbox, the direct-status rule)
 //   functions   queue.claim_jobs(p_limit => 1) + queue.complete_job, as the worker and a callback call them
+// and the same ladder for an enqueue (one INSERT per transaction): the floor's table; our jobs row bare (no
+// trigger); with its triggers (defaults from job_types, queued depth, outcome buckets, wake-up); and
+// queue.enqueue_job, which also checks its input and answers with the job's exact position and estimate.
 // Context for the throughput figure (rows without a verdict): the gap between each step and the next is what
 // that layer costs here.
 import type { BenchContext, Figure, Row } from "./context.ts";
@@ -107,6 +110,15 @@ select queue.complete_job(p_job_id => nullif(:job_id, '')::uuid, p_attempt => (:
  where :job_id <> '';
 `;
 
+const ENQUEUE_FLOOR =
+  `insert into bench_floor.jobs (queue, payload) values ('doubt', '{"question": "q"}');\n`;
+const ENQUEUE_OUR_ROW =
+  `insert into public.jobs (job_type, priority, renderer, status, payload, next_attempt_at)
+values ('doubt', 'high', 'orchestrator', 'queued', '{"question": "q"}', now());\n`;
+// as the database owner (an admin: no per-user limits), the role switch of a real call left out
+const ENQUEUE_FUNCTION =
+  `select queue.enqueue_job(p_job_type => 'doubt', p_payload => '{"question": "q"}') is not null;\n`;
+
 export const decompose: Figure = {
   name: "decompose",
   async run(ctx: BenchContext): Promise<Row[]> {
@@ -120,7 +132,9 @@ export const decompose: Figure = {
     };
     const completed = async () =>
       Number((await admin`select count(*) as n from public.jobs where status = 'completed'`)[0].n);
+    const queued = async () => Number((await admin`select count(*) as n from public.jobs`)[0].n);
     const steps: {
+      figure?: string;
       name: string;
       script: string;
       setup: () => Promise<unknown>;
@@ -166,6 +180,35 @@ export const decompose: Figure = {
         setup: fillOurs,
         done: completed,
       },
+      {
+        figure: "enqueue",
+        name: "floor: INSERT into the narrow queue table",
+        script: ENQUEUE_FLOOR,
+        setup: () => admin.unsafe(FLOOR_SETUP).simple(),
+        done: async () => Number((await admin`select count(*) as n from bench_floor.jobs`)[0].n) - WAITING,
+      },
+      {
+        figure: "enqueue",
+        name: "our jobs row: a bare INSERT, no triggers",
+        script: ENQUEUE_OUR_ROW,
+        setup: () => cleanQueue(admin),
+        done: queued,
+        options: "-c session_replication_role=replica",
+      },
+      {
+        figure: "enqueue",
+        name: "our jobs row with the jobs triggers",
+        script: ENQUEUE_OUR_ROW,
+        setup: () => cleanQueue(admin),
+        done: queued,
+      },
+      {
+        figure: "enqueue",
+        name: "our function: enqueue_job (its answer carries the exact position and estimate)",
+        script: ENQUEUE_FUNCTION,
+        setup: () => cleanQueue(admin),
+        done: queued,
+      },
     ];
     const rows: Row[] = [];
     try {
@@ -195,11 +238,12 @@ export const decompose: Figure = {
         const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
         const failed = text.match(/number of failed transactions: (\d+)/)?.[1];
         if (!out.success || failed !== "0") throw new Error(`pgbench failed on "${step.name}":\n${text}`);
-        // jobs completed, counted in the database (a loop whose claim came back empty completed nothing)
+        // jobs completed (or enqueued), counted in the database (a claim can come back empty)
         const tps = await step.done() / SECONDS;
-        ctx.log(`decompose: ${step.name}: ${Math.round(tps)}/s`);
+        const figure = step.figure ?? "claim + complete";
+        ctx.log(`decompose: ${figure}, ${step.name}: ${Math.round(tps)}/s`);
         rows.push({
-          figure: `  claim + complete, ${step.name} (pgbench, 10 clients)`,
+          figure: `  ${figure}, ${step.name} (pgbench, 10 clients)`,
           measured: `${Math.round(tps).toLocaleString("en")}/s`,
           target: "",
           data: { jobs_per_second: tps, seconds: SECONDS },
