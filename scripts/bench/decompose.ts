@@ -132,7 +132,7 @@ export const decompose: Figure = {
     };
     const completed = async () =>
       Number((await admin`select count(*) as n from public.jobs where status = 'completed'`)[0].n);
-    const queued = async () => Number((await admin`select count(*) as n from public.jobs`)[0].n);
+    const enqueued = async () => Number((await admin`select count(*) as n from public.jobs`)[0].n); // from a clean queue
     const steps: {
       figure?: string;
       name: string;
@@ -192,7 +192,7 @@ export const decompose: Figure = {
         name: "our jobs row: a bare INSERT, no triggers",
         script: ENQUEUE_OUR_ROW,
         setup: () => cleanQueue(admin),
-        done: queued,
+        done: enqueued,
         options: "-c session_replication_role=replica",
       },
       {
@@ -200,14 +200,14 @@ export const decompose: Figure = {
         name: "our jobs row with the jobs triggers",
         script: ENQUEUE_OUR_ROW,
         setup: () => cleanQueue(admin),
-        done: queued,
+        done: enqueued,
       },
       {
         figure: "enqueue",
         name: "our function: enqueue_job (its answer carries the exact position and estimate)",
         script: ENQUEUE_FUNCTION,
         setup: () => cleanQueue(admin),
-        done: queued,
+        done: enqueued,
       },
     ];
     const rows: Row[] = [];
